@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up .venv (scripts/setup.sh) and run all tests under the `test` profile: the unit tests of
+# course_lib, then every notebook in book/ executed by nbmake (in parallel, one torch thread each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV="${VENV:-.venv}"
+export COURSE_PROFILE=test COURSE_THREADS=1 MPLBACKEND=Agg
+WORKERS="${WORKERS:-2}"
+"$VENV/bin/python" -m pytest tests/ -q -n "$WORKERS"
+"$VENV/bin/python" -m pytest --nbmake book/ -q -n "$WORKERS" --nbmake-timeout=600

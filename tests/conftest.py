@@ -1,0 +1,9 @@
+"""Shared test set-up: the `test` profile and one torch thread, so tests are fast and repeatable."""
+
+import os
+
+os.environ.setdefault("COURSE_PROFILE", "test")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

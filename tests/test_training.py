@@ -1,0 +1,139 @@
+import pytest
+import torch
+from torch import nn
+
+from course_lib import training
+
+
+def make_problem(seed=0):
+    """A small regression problem whose batches depend only on the step."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+    w_true = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+
+    def batch_fn(step):
+        g = torch.Generator().manual_seed(1000 + step)
+        x = torch.randn(32, 4, generator=g)
+        return x, x @ w_true.T + 0.01 * torch.randn(32, 1, generator=g)
+
+    def loss_fn(m, batch):
+        x, y = batch
+        loss = ((m(x) - y) ** 2).mean()
+        return loss, {"abs": (m(x) - y).abs().mean().item()}
+
+    return model, batch_fn, loss_fn
+
+
+def test_fit_reduces_the_loss():
+    model, batch_fn, loss_fn = make_problem()
+    hist = training.fit(model, loss_fn, batch_fn, 150, lr=1e-2, progress=False)
+    assert len(hist.steps) == 150 and hist.steps[-1] == 150
+    assert hist.logs["loss"][-1] < 0.1 * hist.logs["loss"][0]
+    assert "abs" in hist.logs
+
+
+def test_resume_reaches_the_same_weights(tmp_path):
+    """Interrupt after 30 of 60 steps, resume from the checkpoint: identical final weights."""
+    model, batch_fn, loss_fn = make_problem()
+    training.fit(model, loss_fn, batch_fn, 60, lr=1e-2, progress=False, seed=5)
+    full = [p.detach().clone() for p in model.parameters()]
+
+    ckpt = tmp_path / "run.pt"
+    model, batch_fn, loss_fn = make_problem()
+    training.fit(model, loss_fn, batch_fn, 30, lr=1e-2, progress=False, seed=5,
+                 checkpoint=ckpt, checkpoint_every=10)
+    model, batch_fn, loss_fn = make_problem(seed=99)  # fresh weights: must all be restored
+    hist = training.fit(model, loss_fn, batch_fn, 60, lr=1e-2, progress=False, seed=5,
+                        checkpoint=ckpt, checkpoint_every=10)
+    for a, b in zip(full, model.parameters()):
+        assert torch.equal(a, b.detach())
+    assert hist.steps == list(range(1, 61))
+
+
+def test_checkpoint_loads_weights_only_and_refuses_other_models(tmp_path):
+    model, batch_fn, loss_fn = make_problem()
+    ckpt = tmp_path / "m.pt"
+    training.fit(model, loss_fn, batch_fn, 5, progress=False, checkpoint=ckpt, tag="regressor")
+    state = torch.load(ckpt, weights_only=True)
+    assert state["tag"] == "regressor" and state["step"] == 5
+
+    other, *_ = make_problem()
+    training.load_weights(other, ckpt, tag="regressor")
+    for a, b in zip(model.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="made for model 'regressor', not 'irn-x4'"):
+        training.load_weights(other, ckpt, tag="irn-x4")
+    wrong = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Dropout(0.1), nn.Linear(8, 1))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        training.load_weights(wrong, ckpt)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        training.load_checkpoint(junk)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        training.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_gradient_clipping_bounds_the_update():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1, bias=False)
+    before = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    def loss_fn(m, batch):
+        return (1e3 * m(batch)).sum()
+
+    training.fit(model, loss_fn, lambda s: torch.ones(1, 3), 1, optimizer=opt, grad_clip=0.5,
+                 progress=False)
+    assert torch.linalg.norm(model.weight.detach() - before).item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_non_finite_loss_is_reported():
+    model = nn.Linear(2, 1)
+    with pytest.raises(FloatingPointError, match="step 0"):
+        training.fit(model, lambda m, b: m(b).sum() * float("nan"), lambda s: torch.ones(1, 2), 3,
+                     progress=False)
+
+
+def test_trainer_with_two_optimisers_and_eval(tmp_path):
+    torch.manual_seed(0)
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt_a, step_size=5, gamma=0.5)
+    x = torch.randn(8, 2)
+
+    def step_fn(step):
+        opt_a.zero_grad(); opt_b.zero_grad()
+        la = (a(x) ** 2).mean(); la.backward(); opt_a.step()
+        lb = ((b(x) - 1) ** 2).mean(); lb.backward(); opt_b.step()
+        return {"a": la.item(), "b": lb.item()}
+
+    trainer = training.Trainer({"a": a, "b": b}, {"a": opt_a, "b": opt_b}, step_fn,
+                               schedulers={"a": sched}, eval_fn=lambda s: {"val": float(s)},
+                               eval_every=4, checkpoint=tmp_path / "gan.pt", progress=False)
+    hist = trainer.run(10)
+    assert hist.eval_steps == [4, 8, 10] and hist.evals["val"] == [4.0, 8.0, 10.0]
+    assert opt_a.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 2)
+    assert hist.logs["a"][-1] < hist.logs["a"][0]
+    resumed = training.Trainer({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)},
+                               {"a": torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1),
+                                "b": torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)},
+                               step_fn, checkpoint=tmp_path / "gan.pt", progress=False)
+    assert resumed.step == 10 and resumed.history.evals["val"] == [4.0, 8.0, 10.0]
+    with pytest.raises(TypeError):
+        training.Trainer({"a": "not a module"}, {}, step_fn)
+    with pytest.raises(ValueError):
+        trainer.run(-1)
+
+
+def test_history_helpers():
+    h = training.History()
+    for i, v in enumerate([4.0, 2.0, 0.0]):
+        h.record(i + 1, {"loss": v})
+    assert h.smoothed("loss", window=2) == [4.0, 3.0, 1.0]
+    assert h.last("loss") == 0.0
+    with pytest.raises(KeyError):
+        h.last("psnr")
+    again = training.History.from_state_dict(h.state_dict())
+    assert again.logs == h.logs and again.steps == h.steps

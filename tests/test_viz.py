@@ -1,0 +1,78 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from course_lib import viz  # noqa: E402
+
+
+def test_to_display_layouts():
+    chw = torch.rand(3, 5, 7)
+    assert viz.to_display(chw).shape == (5, 7, 3)
+    assert np.allclose(viz.to_display(chw), chw.permute(1, 2, 0).numpy())
+    assert viz.to_display(torch.rand(1, 5, 7)).shape == (5, 7)
+    assert viz.to_display(torch.full((1, 3, 2, 2), 2.0)).max() == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        viz.to_display(torch.rand(4, 5, 7))
+
+
+def test_compare_crops_scales_the_box_for_smaller_images():
+    hr = torch.zeros(3, 40, 40)
+    hr[:, 8:20, 20:28] = 1.0
+    lr = hr[:, ::4, ::4]
+    fig = viz.compare_crops([hr, lr], ["HR", "LR"], box=(8, 20, 12, 8), metrics=["a", "b"])
+    crop_hr = fig.axes[2].images[0].get_array()
+    crop_lr = fig.axes[3].images[0].get_array()
+    assert crop_hr.shape[:2] == (12, 8) and np.all(crop_hr == 1.0)
+    assert crop_lr.shape[:2] == (3, 2) and np.all(crop_lr == 1.0)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="does not fit"):
+        viz.compare_crops([hr], ["HR"], box=(35, 0, 10, 10))
+
+
+def test_density_grid_matches_the_function():
+    xs, ys, lp = viz.density_grid(lambda p: -(p ** 2).sum(1), ((-1, 1), (-2, 2)), n=5)
+    assert lp.shape == (5, 5)
+    assert lp[2, 2] == pytest.approx(0.0) and lp[0, 0] == pytest.approx(-(1 + 4))
+    ax = viz.plot_density_2d(lambda p: -(p ** 2).sum(1), ((-1, 1), (-1, 1)), n=10)
+    plt.close(ax.figure)
+
+
+def test_kernel_and_samples_validate_shapes():
+    with pytest.raises(ValueError):
+        viz.plot_kernel(torch.ones(3, 3, 3))
+    with pytest.raises(ValueError):
+        viz.plot_samples_2d(torch.ones(5, 3))
+    ax = viz.plot_kernel(torch.ones(5, 5) / 25)
+    x, y = ax.lines[0].get_data()
+    assert (x[0], y[0]) == (pytest.approx(2.0), pytest.approx(2.0))  # centre of a flat kernel
+    plt.close("all")
+
+
+def test_js_animation_embeds_every_frame():
+    def draw(fig, i):
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, i])
+
+    html = viz.js_animation(draw, 3, figsize=(2, 2)).data
+    assert "<script" in html and html.count("data:image/png;base64") == 3
+    with pytest.raises(ValueError):
+        viz.js_animation(draw, 0)
+
+
+def test_show_images_and_slider():
+    fig = viz.show_images([torch.rand(3, 4, 4)] * 3, ["a", "b", "c"], ncols=2)
+    assert len(fig.axes) == 4
+    plt.close(fig)
+    with pytest.raises(ValueError, match="titles"):
+        viz.show_images([torch.rand(3, 4, 4)], ["a", "b"])
+    calls = []
+    widget = viz.slider_explorer(lambda fig, v: calls.append(v), start=0, stop=1, step=0.5)
+    assert widget is not None and calls == [0]
+    widget.children[0].value = 1.0
+    assert calls == [0, 1.0]
+    plt.close("all")
