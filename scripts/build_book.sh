@@ -6,5 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${VENV:-.venv}"
-"$VENV/bin/python" -m jupyter_book build . -W -n --keep-going "$@"
-echo "The book is in _build/html/index.html (profile: ${COURSE_PROFILE:-hardware default})"
+profile=$("$VENV/bin/python" -c 'from course_lib.config import get_profile; print(get_profile())')
+# The execution cache does not know the profile: results of another profile are stale.
+if [ -f _build/.profile ] && [ "$(cat _build/.profile)" != "$profile" ]; then
+  echo "profile changed from $(cat _build/.profile) to $profile: clearing the execution cache"
+  rm -rf _build/.jupyter_cache
+fi
+mkdir -p _build && echo "$profile" > _build/.profile
+"$VENV/bin/jupyter-book" build . -W -n --keep-going "$@"
+echo "The book is in _build/html/index.html (profile: $profile)"

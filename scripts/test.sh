@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv (scripts/setup.sh) and run all tests under the `test` profile: the unit tests of
-# course_lib, then every notebook in book/ executed by nbmake (in parallel, one torch thread each).
+# course_lib, every notebook in book/ executed by nbmake (in parallel, one torch thread each),
+# then the browser tests of the built book (built here under `test` if _build/html is missing;
+# skipped with a message when Chromium is not installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,3 +11,4 @@ export COURSE_PROFILE=test COURSE_THREADS=1 MPLBACKEND=Agg
 WORKERS="${WORKERS:-2}"
 "$VENV/bin/python" -m pytest tests/ -q -n "$WORKERS"
 "$VENV/bin/python" -m pytest --nbmake book/ -q -n "$WORKERS" --nbmake-timeout=600
+"$VENV/bin/python" -m pytest browser_tests/ -q -rs
