@@ -7,7 +7,7 @@ Two levels:
   optimisers (GANs such as AffGAN and KernelGAN); it owns checkpointing, resuming and logging.
 
 Resuming is exact: the batches come from ``batch_fn(step)``, a deterministic function of the step
-(see :class:`course_lib.data.PatchSampler`), and the checkpoint stores the modules, optimisers,
+(see :class:`~course_lib.data.patches.PatchSampler`), and the checkpoint stores the modules, optimisers,
 schedulers, the step, the history and torch's random state. A run interrupted and resumed
 therefore ends with the same weights as an uninterrupted one (tested in ``tests/test_training.py``).
 
