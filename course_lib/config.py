@@ -22,6 +22,7 @@ import torch
 
 PROFILES = ("test", "cpu", "gpu")
 ENV_VAR = "COURSE_PROFILE"
+STATIC_BUILD_VAR = "COURSE_STATIC_BUILD"
 
 T = TypeVar("T")
 
@@ -34,6 +35,15 @@ def get_profile() -> str:
             raise ValueError(f"{ENV_VAR}={value!r} is not a profile; choose one of {PROFILES}")
         return value
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def is_static_build() -> bool:
+    """True while the HTML book is being built (set by the book's Sphinx extension).
+
+    A static page has no kernel: widgets and live progress bars cannot work there, so the
+    library prints a one-line summary instead of a progress bar and skips ipywidgets explorers.
+    """
+    return os.environ.get(STATIC_BUILD_VAR, "") not in ("", "0")
 
 
 def choose(*, test: T, cpu: T, gpu: T, profile: str | None = None) -> T:

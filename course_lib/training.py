@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .config import is_static_build
+
 CHECKPOINT_FORMAT = 1
 
 StepFn = Callable[[int], Mapping[str, float]]
@@ -248,8 +250,10 @@ class Trainer:
             return self.history
         for m in self.modules.values():
             m.train()
-        bar = tqdm(total=steps, initial=self.step, desc=self.desc, disable=not self.progress,
-                   dynamic_ncols=True, leave=True)
+        static = is_static_build()  # no live bar in the HTML book: one summary line instead
+        bar = tqdm(total=steps, initial=self.step, desc=self.desc,
+                   disable=static or not self.progress, dynamic_ncols=True, leave=True)
+        first_step = self.step
         start = time.perf_counter()
         try:
             while self.step < steps:
@@ -276,6 +280,10 @@ class Trainer:
         self.history.seconds += time.perf_counter() - start
         if self.checkpoint is not None:
             self.save()
+        if static and self.progress:
+            last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in list(self.history.logs.items())[:3])
+            print(f"{self.desc}: steps {first_step}->{self.step} in "
+                  f"{self.history.seconds:.1f} s; {last}")
         return self.history
 
 

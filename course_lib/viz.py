@@ -210,8 +210,13 @@ def slider_explorer(draw: Callable[[plt.Figure, float], None], *, start: float, 
     """The live-kernel explorer: an ipywidgets slider that calls ``draw(fig, value)``.
 
     In the static HTML book no kernel runs, so pair it with :func:`js_animation`.
-    Returns the widget (or ``None`` when ipywidgets is not installed).
+    Returns the widget, or ``None`` when ipywidgets is not installed or while the HTML book is
+    being built (a widget there would only show a dead control).
     """
+    from .config import is_static_build
+
+    if is_static_build():
+        return None
     try:
         import ipywidgets as widgets
     except ImportError:  # the course works without widgets; the JS explorer covers the book

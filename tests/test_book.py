@@ -42,7 +42,10 @@ def test_notebook_follows_the_template(path):
     assert "config.setup(" in "".join(code[1]["source"]), "second code cell sets profile and seed"
     text = "\n".join("".join(c["source"]) for c in nb["cells"])
     assert "{exercise}" in text and "{solution}" in text, "chapters have exercises with solutions"
-    assert "{bibliography}" in text, "chapters end with their references"
+    assert "{footbibliography}" in text, "chapters end with their references"
+    assert not re.search(r"\{cite(:[a-z]+)?\}|\{bibliography\}", text), (
+        "use {footcite} and {footbibliography} (scripts/footcite.py converts): page-local "
+        "bibliographies with {cite} collide across pages under -W")
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
@@ -73,7 +76,7 @@ def test_every_citation_has_a_bibtex_entry():
     sources = [(ROOT / "book/intro.md").read_text()] + [p.read_text() for p in NOTEBOOKS]
     cited = set()
     for text in sources:
-        for group in re.findall(r"\{cite[tp]?\}`([^`]+)`", text):
+        for group in re.findall(r"\{(?:foot)?cite(?::[a-z]+)?\}`([^`]+)`", text):
             cited.update(k.strip() for k in group.split(","))
     assert cited, "no citations found"
     assert cited <= keys, f"missing BibTeX entries: {sorted(cited - keys)}"

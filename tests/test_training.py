@@ -137,3 +137,12 @@ def test_history_helpers():
         h.last("psnr")
     again = training.History.from_state_dict(h.state_dict())
     assert again.logs == h.logs and again.steps == h.steps
+
+
+def test_static_build_prints_a_summary_instead_of_a_bar(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_STATIC_BUILD", "1")
+    model, batch_fn, loss_fn = make_problem()
+    training.fit(model, loss_fn, batch_fn, 3, desc="demo")
+    captured = capsys.readouterr()
+    assert "demo: steps 0->3 in" in captured.out and "loss" in captured.out
+    assert "it/s" not in captured.err  # no tqdm bar was drawn

@@ -76,3 +76,8 @@ def test_show_images_and_slider():
     widget.children[0].value = 1.0
     assert calls == [0, 1.0]
     plt.close("all")
+
+
+def test_slider_explorer_is_skipped_in_the_static_book(monkeypatch):
+    monkeypatch.setenv("COURSE_STATIC_BUILD", "1")
+    assert viz.slider_explorer(lambda fig, v: None, start=0, stop=1, step=0.5) is None

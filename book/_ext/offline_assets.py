@@ -3,6 +3,10 @@
 * MathJax 3 is served from the book's own ``_static/mathjax`` folder, copied from the
   ``django-static-mathjax`` package (MathJax 3.2.2, Apache-2.0) instead of a CDN, so formulas
   render offline and in the browser tests.
+* Notebooks executed for the book see ``COURSE_STATIC_BUILD=1`` (kernels inherit the build's
+  environment): ``course_lib`` then prints one summary line instead of a live progress bar, skips
+  ipywidgets explorers, and ``TQDM_DISABLE=1`` silences other tqdm bars, so no page needs the
+  widget JavaScript from a CDN.
 * Script tags that an extension registers twice (sphinx-thebe's configuration under
   Jupyter Book 1.0) are dropped, which otherwise raise "Identifier ... has already been declared".
 """
@@ -10,6 +14,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -42,8 +47,10 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     target = Path(app.outdir) / "_static" / MATHJAX_DIR
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(es5 / "tex-chtml.js", target / "tex-chtml.js")
-    fonts = Path("output") / "chtml" / "fonts" / "woff-v2"
-    shutil.copytree(es5 / fonts, target / fonts, dirs_exist_ok=True)
+    # What tex-chtml.js loads on demand: TeX extensions (e.g. boldsymbol), the CHTML fonts, the
+    # menu and accessibility components. The SVG output and the other combined builds are skipped.
+    for part in ("input", Path("output") / "chtml", "ui", "a11y", "sre", "adaptors"):
+        shutil.copytree(es5 / part, target / part, dirs_exist_ok=True)
 
 
 def _drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -62,6 +69,8 @@ def _drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> No
 
 
 def setup(app: Sphinx) -> dict:
+    os.environ["COURSE_STATIC_BUILD"] = "1"
+    os.environ.setdefault("TQDM_DISABLE", "1")
     app.connect("builder-inited", _use_local_mathjax)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _drop_duplicate_scripts, priority=900)
