@@ -9,6 +9,7 @@ kernel (Jupyter, Colab); in the static book it falls back to nothing, so chapter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -201,6 +202,9 @@ def js_animation(draw: Callable[[plt.Figure, int], None], n_frames: int, *,
     anim = animation.FuncAnimation(fig, update, frames=n_frames, interval=interval, blit=False)
     html = anim.to_jshtml(default_mode=default_mode)
     plt.close(fig)
+    # matplotlib links Font Awesome 4 from a CDN for the player's icons; the book's theme ships
+    # Font Awesome itself, so drop the link and keep the page free of outside requests.
+    html = re.sub(r'<link[^>]*font-awesome[^>]*>', "", html)
     return HTML(html)
 
 

@@ -60,6 +60,7 @@ def test_js_animation_embeds_every_frame():
 
     html = viz.js_animation(draw, 3, figsize=(2, 2)).data
     assert "<script" in html and html.count("data:image/png;base64") == 3
+    assert "https://" not in html  # no CDN links: the static book works offline
     with pytest.raises(ValueError):
         viz.js_animation(draw, 0)
 

@@ -1,0 +1,68 @@
+"""HCFlow: a hierarchical conditional flow for super-resolution and image rescaling (chapter 6).
+
+Liang, Lugmayr, Zhang, Danelljan, Van Gool, Timofte, "Hierarchical Conditional Flow: A Unified
+Framework for Image Super-Resolution and Image Rescaling", ICCV 2021. One bijection
+``HR <-> (LR, a_1, ..., a_L)``: the LR part is scored as a near-Dirac Gaussian around the
+reference LR image, and each lost high-frequency band ``a_l`` gets a conditional flow and a
+conditional Gaussian whose parameters come from the coarser levels (the hierarchy).
+
+* :mod:`.model`: :class:`HCFlow` (built from :mod:`course_lib.flows`), :func:`downscale`,
+  :func:`upscale`, :func:`sample`, with the interface of :mod:`course_lib.irn`.
+* :mod:`.conditioning`: the RRDB feature extractor of each level.
+* :mod:`.losses`: NLL with the Dirac LR term (SR, HCFlow+/++), the three rescaling losses.
+* :mod:`.train`: training on the shared loop, evaluation, checkpoints (:func:`load_hcflow`).
+
+Command line: ``python -m course_lib.hcflow train --mode sr|rescale --scale 4 --profile gpu
+--out PATH [--steps N]`` and ``python -m course_lib.hcflow evaluate --mode sr``.
+"""
+
+from __future__ import annotations
+
+from .conditioning import RRDB, ConditionEncoder, ResidualDenseBlock
+from .losses import (
+    LR_LOG_SIGMA,
+    QUANT,
+    RescalingLossWeights,
+    SRLossWeights,
+    dequantize,
+    dirac_lr_log_prob,
+    log_likelihood,
+    nll_bits_per_dim,
+    reference_lr,
+    rescaling_loss,
+    sr_loss,
+)
+from .model import (
+    MODES,
+    Architecture,
+    HCFlow,
+    check_mode,
+    check_scale,
+    downscale,
+    quantize,
+    sample,
+    upscale,
+)
+from .train import (
+    PROFILES,
+    TrainConfig,
+    center_crop,
+    count_parameters,
+    evaluate,
+    export_weights,
+    format_results,
+    load_hcflow,
+    make_batch_fn,
+    pretrained_path,
+    train,
+    train_config,
+)
+
+__all__ = [
+    "Architecture", "ConditionEncoder", "HCFlow", "LR_LOG_SIGMA", "MODES", "PROFILES", "QUANT", "RRDB",
+    "RescalingLossWeights", "ResidualDenseBlock", "SRLossWeights", "TrainConfig", "check_mode",
+    "center_crop", "check_scale", "count_parameters", "dequantize", "dirac_lr_log_prob", "downscale", "evaluate",
+    "export_weights", "format_results", "load_hcflow", "log_likelihood", "make_batch_fn",
+    "nll_bits_per_dim", "pretrained_path", "quantize", "reference_lr", "rescaling_loss", "sample",
+    "sr_loss", "train", "train_config", "upscale",
+]

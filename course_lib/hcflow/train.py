@@ -1,0 +1,361 @@
+"""Training, evaluation and loading of HCFlow models (same shape as :mod:`course_lib.irn`).
+
+* :func:`train` runs the shared loop (:class:`course_lib.training.Trainer`: progress bar,
+  checkpoints, exact resume, seeding) with HCFlow's optimiser settings: Adam(0.9, 0.99), gradient
+  value clip 5 and norm clip 100, learning rate halved at 50/75/90/95 % of the steps (SR) or
+  20/40/60/80/90 % (rescaling), as the official configurations do for 300k / 500k iterations.
+* :func:`evaluate` gives Y-PSNR/SSIM (shave = scale) on the held-out photos, LR-PSNR and the
+  bicubic baseline, with the same keys as :func:`course_lib.irn.evaluate`.
+* :func:`load_hcflow` rebuilds a model from a checkpoint (the sizes are stored in the weights) and
+  refuses a checkpoint made for another mode or scale.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from course_lib import config, training
+
+from .losses import (
+    RescalingLossWeights,
+    SRLossWeights,
+    nll_bits_per_dim,
+    reference_lr,
+    rescaling_loss,
+    sr_loss,
+)
+from .model import Architecture, HCFlow, check_mode, check_scale, downscale, upscale
+
+Tensor = torch.Tensor
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model sizes and optimisation settings of one run.
+
+    The ``gpu`` profile is the paper's model (:meth:`Architecture.paper`), 160x160 patches, batch
+    16, lr 2.5e-4, on a much shorter schedule than the paper's 300k (SR) / 500k (rescaling)
+    iterations. ``cpu`` is a small model that learns something in tens of minutes on a laptop.
+    """
+
+    flow_steps: int
+    cond_steps: int
+    hidden: int
+    cond_hidden: int
+    rrdb0: int
+    rrdb1: int
+    nf: int
+    gc: int
+    patch: int
+    batch: int
+    steps: int
+    lr: float
+    grad_clip_value: float = 5.0
+    grad_clip_norm: float = 100.0
+    dead_leaves_fraction: float = 0.25
+    hierarchical: bool = True
+    variant: str = "hcflow"  # SR loss: hcflow | plus (plusplus needs a discriminator, see sr_loss)
+
+    def architecture(self) -> Architecture:
+        return Architecture(self.flow_steps, self.cond_steps, self.hidden, self.cond_hidden,
+                            (self.rrdb0, self.rrdb1), self.nf, self.gc)
+
+
+def _paper(mode: str, **kw) -> TrainConfig:
+    a = Architecture.paper(mode)
+    return TrainConfig(a.flow_steps, a.cond_steps, a.hidden, a.cond_hidden, *a.rrdb_blocks, a.nf, a.gc, **kw)
+
+
+PROFILES: dict[str, dict[str, TrainConfig]] = {
+    "sr": {
+        "test": TrainConfig(1, 1, 8, 8, 1, 0, 8, 4, patch=16, batch=2, steps=4, lr=2.5e-4),
+        "cpu": TrainConfig(3, 3, 32, 32, 1, 1, 32, 16, patch=48, batch=8, steps=1500, lr=5e-4),
+        "gpu": _paper("sr", patch=160, batch=16, steps=20000, lr=2.5e-4),
+    },
+    "rescale": {
+        "test": TrainConfig(2, 1, 8, 8, 1, 0, 8, 4, patch=16, batch=2, steps=4, lr=2.5e-4),
+        "cpu": TrainConfig(4, 2, 16, 32, 1, 0, 32, 8, patch=32, batch=12, steps=1500, lr=5e-4),
+        "gpu": _paper("rescale", patch=160, batch=16, steps=20000, lr=2.5e-4),
+    },
+}
+
+
+def train_config(mode: str, profile: str | None = None, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of a mode and profile (default: the active one), fields overridden
+    by the keyword arguments that are not ``None``."""
+    check_mode(mode)
+    profile = profile or config.get_profile()
+    if profile not in PROFILES[mode]:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(PROFILES[mode])}")
+    base = asdict(PROFILES[mode][profile])
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
+
+
+def make_batch_fn(patch: int, batch: int, *, scale: int, seed: int = 0, dead_leaves_fraction: float = 0.25,
+                  images: Sequence | None = None) -> Callable[[int], Tensor]:
+    """``batch_fn(step) -> (batch, 3, patch, patch)`` HR patches of ``data.TRAIN_PHOTOS`` (or
+    ``images``) plus a fraction of dead-leaves images, flipped/rotated, deterministic in the step.
+    The held-out ``data.EVAL_PHOTOS`` are refused."""
+    from course_lib.data import EVAL_PHOTOS, TRAIN_PHOTOS, PatchSampler
+
+    images = list(images) if images is not None else list(TRAIN_PHOTOS)
+    leaked = [name for name in images if isinstance(name, str) and name in EVAL_PHOTOS]
+    if leaked:
+        raise ValueError(f"{leaked} are held-out evaluation photos; do not train on them")
+    return PatchSampler(images, patch, batch, seed=seed, augment=True, scale=scale,
+                        dead_leaves_fraction=dead_leaves_fraction)
+
+
+def loss_function(model: HCFlow, cfg: TrainConfig | None = None) -> Callable[[HCFlow, Tensor], tuple]:
+    """``loss_fn(model, hr) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``)."""
+    if model.mode == "rescale":
+        weights = RescalingLossWeights()
+        return lambda m, hr: rescaling_loss(m, hr, weights)
+    variant = cfg.variant if cfg is not None else "hcflow"
+    if variant == "plusplus":
+        raise ValueError("HCFlow++ needs a discriminator and a feature network: fine-tune with sr_loss "
+                         "and your own Trainer step (see the chapter's exercise), starting from an NLL model")
+    weights = SRLossWeights.paper(variant)
+    return lambda m, hr: sr_loss(m, hr, weights)
+
+
+def milestones(mode: str, steps: int) -> list[int]:
+    fractions = (0.5, 0.75, 0.9, 0.95) if mode == "sr" else (0.2, 0.4, 0.6, 0.8, 0.9)
+    return sorted({max(1, int(steps * f)) for f in fractions})
+
+
+def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
+          seed: int = 0, device: torch.device | str | None = None, eval_every: int = 0,
+          eval_crop: int = 128, progress: bool = True, model: HCFlow | None = None,
+          checkpoint_every: int | None = None, images: Sequence | None = None) -> tuple[HCFlow, training.History]:
+    """Train an HCFlow of ``mode`` ('sr' or 'rescale') and ``scale`` on the training photos.
+
+    With ``checkpoint`` an existing file of the same tag is resumed (exactly: batches depend on the
+    step only, and the random state is saved). A step whose loss is not finite is skipped, as in
+    the official code (counted in the ``skipped`` log). ``eval_every`` > 0 logs held-out figures
+    on centre crops. Pass ``model`` to fine-tune an existing model (e.g. HCFlow+ from HCFlow), and
+    ``images`` (names or tensors) to train on other images than ``data.TRAIN_PHOTOS``.
+    """
+    check_mode(mode)
+    check_scale(scale)
+    if cfg.patch % scale:
+        raise ValueError(f"patch size {cfg.patch} is not divisible by the scale {scale}")
+    device = torch.device(device) if device is not None else config.get_device()
+    if model is None:
+        model = HCFlow(scale, mode, hierarchical=cfg.hierarchical, arch=cfg.architecture())
+    elif model.mode != mode or model.scale != scale:
+        raise ValueError(f"model is {model.tag}, asked to train hcflow-{mode}-x{scale}")
+    model.to(device)
+    batch_fn = make_batch_fn(cfg.patch, cfg.batch, scale=scale, seed=seed,
+                             dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(mode, cfg.steps), gamma=0.5)
+    loss_fn = loss_function(model, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    last: dict[str, float] = {}
+
+    def step_fn(step: int) -> dict[str, float]:
+        hr = batch_fn(step).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, logs = loss_fn(model, hr)
+        if not torch.isfinite(loss):  # skip the update, keep the last finite values in the log
+            return {**last, "skipped": 1.0} if last else {"loss": 0.0, "skipped": 1.0}
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(params, cfg.grad_clip_value)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+        optimizer.step()
+        last.update({"loss": loss.item(), **logs})
+        return {**last, "skipped": 0.0}
+
+    def eval_fn(step: int) -> dict[str, float]:
+        res = evaluate(model, crop=eval_crop, device=device)
+        return {"eval_psnr": res["hr_psnr"], "eval_lr_psnr": res["lr_psnr"]}
+
+    trainer = training.Trainer(
+        {"model": model}, {"optimizer": optimizer}, step_fn, schedulers={"scheduler": scheduler},
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every or max(1, min(250, cfg.steps // 10 or 1)),
+        eval_fn=eval_fn if eval_every else None, eval_every=eval_every, tag=model.tag,
+        desc=f"HCFlow {mode} x{scale}", progress=progress,
+    )
+    if trainer.step == 0 and seed is not None:
+        torch.manual_seed(seed)
+    history = trainer.run(cfg.steps)
+    model.eval()
+    return model, history
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+def center_crop(img: Tensor, size: int | None, scale: int) -> Tensor:
+    """Centre crop to at most ``size x size`` (``None``: keep all), then crop to multiples of ``scale``."""
+    h, w = img.shape[-2:]
+    if size is not None:
+        th, tw = min(size, h), min(size, w)
+        top, left = (h - th) // 2, (w - tw) // 2
+        img = img[..., top:top + th, left:left + tw]
+        h, w = th, tw
+    return img[..., : h - h % scale, : w - w % scale]
+
+
+def _as_8bit(img: Tensor) -> Tensor:
+    return torch.round(img.clamp(0, 1) * 255) / 255
+
+
+@torch.no_grad()
+def evaluate(model: HCFlow, photos: Sequence[str] | Sequence[Tensor] | None = None, *,
+             crop: int | None = None, temperature: float | None = None, draws: int = 1, seed: int = 0,
+             device: torch.device | str | None = None, nll: bool = False) -> dict:
+    """Held-out figures of an HCFlow (Y channel, shave = scale, outputs rounded to 8 bits).
+
+    ``photos``: names (default ``data.EVAL_PHOTOS``) or image tensors; ``crop``: centre crop for
+    quick previews. ``temperature`` defaults to 0.9 (SR, the paper's heat) or 1.0 (rescaling, as
+    in training). Keys: ``hr_psnr``/``hr_ssim`` (mean over ``draws`` samples), ``lr_psnr``/``lr_ssim``,
+    ``bicubic_psnr``/``bicubic_ssim`` (bicubic down + up), per-image ``rows``. SR mode: the input is
+    the 8-bit bicubic LR and ``lr_psnr`` is the LR consistency ``PSNR(imresize(sr, 1/s), lr)`` (RGB,
+    HCFlow/SRFlow's LR-PSNR), plus ``nll_bpd`` when ``nll=True``. Rescaling mode: the LR is the
+    model's own (:func:`downscale`) and ``lr_psnr`` compares it with the bicubic LR (Y, as IRN's).
+    """
+    from course_lib import metrics
+    from course_lib.data import EVAL_PHOTOS, load_photo
+    from course_lib.degradation import imresize
+
+    if photos is None:
+        photos = EVAL_PHOTOS
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    if temperature is None:
+        temperature = 0.9 if model.mode == "sr" else 1.0
+    s = model.scale
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for i, photo in enumerate(photos):
+        name = photo if isinstance(photo, str) else f"image{i}"
+        hr = load_photo(photo) if isinstance(photo, str) else photo
+        hr = center_crop(hr, crop, s).unsqueeze(0).to(device)
+        lr_bic = reference_lr(hr, s)
+        lr_in = lr_bic if model.mode == "sr" else downscale(model, hr)
+        psnrs, ssims, lr_psnrs = [], [], []
+        for _ in range(draws):
+            sr = _as_8bit(upscale(model, lr_in, temperature, generator=gen))
+            psnrs.append(float(metrics.psnr(sr, hr, shave=s)))
+            ssims.append(float(metrics.ssim(sr, hr, shave=s)))
+            if model.mode == "sr":
+                lr_psnrs.append(float(metrics.lr_psnr(sr, lr_bic, s)))
+        up = _as_8bit(imresize(lr_bic, s))
+        row = {"image": name, "hr_psnr": sum(psnrs) / draws, "hr_ssim": sum(ssims) / draws}
+        if model.mode == "sr":
+            row["lr_psnr"] = sum(lr_psnrs) / draws
+        else:
+            row["lr_psnr"] = float(metrics.psnr(lr_in, lr_bic, shave=s))
+            row["lr_ssim"] = float(metrics.ssim(lr_in, lr_bic, shave=s))
+        row["bicubic_psnr"] = float(metrics.psnr(up, hr, shave=s))
+        row["bicubic_ssim"] = float(metrics.ssim(up, hr, shave=s))
+        if nll and model.mode == "sr":
+            row["nll_bpd"] = float(nll_bits_per_dim(model, hr, lr_bic, generator=gen).mean())
+        rows.append(row)
+    model.train(was_training)
+    keys = [k for k in rows[0] if k != "image"]
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    return {**means, "temperature": float(temperature), "draws": draws, "rows": rows}
+
+
+def format_results(results: dict, name: str = "HCFlow") -> str:
+    """A plain-text table of :func:`evaluate`'s output (SR mode: LR PSNR is the consistency of the
+    samples with their input; there is no LR SSIM)."""
+    head = (f"{'image':<14}{name + ' PSNR':>14}{'SSIM':>8}{'LR PSNR':>10}{'LR SSIM':>9}"
+            f"{'bicubic':>10}{'SSIM':>8}")
+    lines = [head]
+    for r in results["rows"] + [{"image": "mean", **results}]:
+        lr_ssim = f"{r['lr_ssim']:>9.4f}" if "lr_ssim" in r else f"{'-':>9}"
+        lines.append(f"{r['image']:<14}{r['hr_psnr']:>14.2f}{r['hr_ssim']:>8.4f}{r['lr_psnr']:>10.2f}"
+                     f"{lr_ssim}{r['bicubic_psnr']:>10.2f}{r['bicubic_ssim']:>8.4f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy a training checkpoint without optimiser/scheduler state; still loads with
+    :func:`course_lib.training.load_weights` (``weights_only=True``) and :func:`load_hcflow`."""
+    state = training.load_checkpoint(checkpoint)
+    state = {**state, "optimizers": {}, "schedulers": {}, "rng_cuda": []}
+    state["modules"] = {k: {n: t.detach().cpu() for n, t in m.items()} for k, m in state["modules"].items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out
+
+
+def pretrained_path(mode: str, scale: int = 4) -> Path:
+    """Path of the shipped checkpoint (``hcflow_sr_x4.pt``, ``hcflow_rescale_x4.pt``)."""
+    return CHECKPOINT_DIR / f"hcflow_{check_mode(mode)}_x{check_scale(scale)}.pt"
+
+
+def load_hcflow(source: str | os.PathLike, *, mode: str | None = None, scale: int | None = None,
+                device: torch.device | str | None = None) -> HCFlow:
+    """Build an HCFlow and load its weights (``weights_only=True``), in eval mode.
+
+    ``source``: ``"sr"`` or ``"rescale"`` for the shipped x4 checkpoint, or a checkpoint path. The
+    sizes are read from the weights. With ``mode``/``scale`` given, a checkpoint made for another
+    model is refused with a clear error.
+    """
+    if isinstance(source, str) and source in ("sr", "rescale"):
+        mode = mode or source
+        if mode != source:
+            raise ValueError(f"asked for the shipped {source!r} checkpoint with mode={mode!r}")
+        path = pretrained_path(source, scale or 4)
+        if not path.is_file():
+            raise FileNotFoundError(f"no shipped HCFlow checkpoint for {source} x{scale or 4} (looked for {path})")
+    else:
+        path = Path(source)
+    tag = None
+    if mode is not None or scale is not None:
+        if mode is None or scale is None:
+            state = training.load_checkpoint(path)
+            found = re.fullmatch(r"hcflow-(sr|rescale)-x(\d+)", str(state["tag"]))
+            if not found:
+                raise ValueError(f"checkpoint {path} was made for {state['tag']!r}, not an HCFlow")
+            mode = mode or found.group(1)
+            scale = scale or int(found.group(2))
+        tag = f"hcflow-{check_mode(mode)}-x{check_scale(scale)}"
+    state = training.load_checkpoint(path, tag=tag)
+    if not re.fullmatch(r"hcflow-(sr|rescale)-x(\d+)", str(state["tag"])):
+        raise ValueError(f"checkpoint {path} was made for {state['tag']!r}, not an HCFlow")
+    weights = state["modules"].get("model", {})
+    if "arch_code" not in weights:
+        raise ValueError(f"checkpoint {path} holds no HCFlow architecture code")
+    model = HCFlow.from_arch_code(weights["arch_code"])
+    training.load_weights(model, path, tag=model.tag)
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def megapixel_seconds(seconds: float, pixels: int) -> float:
+    return seconds / (pixels / 1e6) if pixels else math.nan

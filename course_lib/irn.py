@@ -1,0 +1,637 @@
+"""Invertible Image Rescaling (IRN; Xiao et al., ECCV 2020), composed from :mod:`course_lib.flows`.
+
+Image *rescaling* differs from super-resolution: we design the downscaler too. IRN learns one
+bijection ``f`` that maps an HR image ``x`` to a (visually pleasing) LR image ``y`` plus a latent
+``z`` that holds what downscaling throws away (paper, sec. 3.1)::
+
+    f(x) = (y, z),          x = f^{-1}(y, z),          z ~ N(0, I) at upscaling time.
+
+Architecture (paper sec. 3.2; official ``InvRescaleNet``): ``log2(scale)`` stages, each one
+:class:`~course_lib.flows.HaarDownsampling` (LL bands first) followed by ``blocks`` IRN couplings
+(:class:`~course_lib.flows.AdditiveAffineCoupling`, the official ``InvBlockExp``)::
+
+    y1 = x1 + phi(x2);   y2 = x2 * exp(clamp * (2 sigmoid(rho(y1)) - 1)) + eta(y1)    (eq. 4-5)
+
+with ``x1`` = the first 3 channels (the low-pass image) and dense-block subnets phi, rho, eta.
+After the last stage the first 3 channels are the LR image and the other ``3 s^2 - 3`` are ``z``.
+
+Training objective (paper eq. 7-10; official ``IRN_model.py``)::
+
+    L = lambda_fit * L_guide + lambda_rec * L_recon + lambda_ce * L_distr'
+
+* :func:`guide_loss`: ``sum (y - y_bicubic)^2`` per image (MATLAB-bicubic LR target), ``lambda_fit = s^2``;
+* :func:`reconstruction_loss`: Charbonnier ``sum sqrt((x - f^{-1}(Q(y), z'))^2 + 1e-6)`` per image,
+  with ``Q`` the 8-bit quantiser (straight-through gradient) and a *fresh* ``z' ~ N(0, I)``;
+* :func:`distribution_loss`: ``sum z^2`` per image, the cross-entropy surrogate that pushes ``z``
+  towards ``N(0, I)``; all averaged over the batch, ``lambda_rec = lambda_ce = 1``.
+
+IRN+ (paper sec. 4.4) fine-tunes the x4 model with a GAN and a VGG feature loss instead of the
+surrogate (full distribution matching on ``x``) for perceptual quality; :func:`irn_plus_loss` gives
+the generator's side of that objective for a discriminator of your choice.
+
+Command line (the shipped checkpoints were made with it)::
+
+    python -m course_lib.irn train --scale 4 --profile gpu --out runs/irn_x4.pt [--steps N] [--resume]
+    python -m course_lib.irn evaluate --checkpoint runs/irn_x4.pt      # or --scale 4: shipped model
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from course_lib import config, training
+from course_lib.degradation import imresize
+from course_lib.flows import AdditiveAffineCoupling, FlowSequential, HaarDownsampling, InvertibleModule, subnet
+
+Tensor = torch.Tensor
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+CHANNELS = 3  # RGB
+
+
+# ------------------------------------------------------------------------------------------------
+# validation helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def check_scale(scale) -> int:
+    """Return ``scale`` as an int if it is a power of two >= 2 (IRN stacks x2 Haar stages)."""
+    if isinstance(scale, bool) or not isinstance(scale, int):
+        raise TypeError(f"scale must be an int power of two (2, 4, 8, ...), got {scale!r}")
+    if scale < 2 or scale & (scale - 1):
+        raise ValueError(f"scale must be a power of two >= 2 (2, 4, 8, ...), got {scale}: "
+                         "IRN downscales by x2 per Haar stage")
+    return scale
+
+
+def _as_batch(img, name: str, where: str) -> tuple[Tensor, bool]:
+    """(3,H,W) or (N,3,H,W) float finite tensor -> (N,3,H,W) and whether a batch dim was added."""
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(img).__name__}")
+    if not img.is_floating_point():
+        raise TypeError(f"{where}: {name} must be a floating tensor with values in [0, 1], got {img.dtype}")
+    if img.dim() not in (3, 4):
+        raise ValueError(f"{where}: {name} must have shape (3, H, W) or (N, 3, H, W), got {tuple(img.shape)}")
+    if img.shape[-3] != CHANNELS:
+        raise ValueError(f"{where}: {name} must be an RGB image with 3 channels, got {img.shape[-3]} "
+                         f"(shape {tuple(img.shape)})")
+    if not bool(torch.isfinite(img).all()):
+        raise ValueError(f"{where}: {name} contains non-finite values (NaN or Inf)")
+    return (img.unsqueeze(0), True) if img.dim() == 3 else (img, False)
+
+
+def _check_divisible(x: Tensor, scale: int, where: str) -> None:
+    h, w = x.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"{where}: image size {h}x{w} is not divisible by the scale {scale}; crop it "
+                         f"first, e.g. course_lib.degradation.mod_crop(img, {scale})")
+
+
+# ------------------------------------------------------------------------------------------------
+# the model
+# ------------------------------------------------------------------------------------------------
+
+
+class IRN(InvertibleModule):
+    """The IRN bijection ``x (N,3,H,W) -> (N, 3 s^2, H/s, W/s)`` = ``[y | z]`` (Xiao et al. 2020).
+
+    Args:
+        scale: rescaling factor, a power of two; one Haar stage + ``blocks`` couplings per x2.
+        blocks: couplings per stage (an int for every stage, or one int per stage). Paper: 8.
+        growth: channels of each conv in the dense-block subnets. Paper: 32.
+        clamp: bound of the log-scale in the couplings (paper/official code: 1).
+
+    ``forward(x) -> (out, logdet)`` and ``inverse(out) -> x`` follow the flows contract; use
+    :meth:`encode` / :meth:`decode` (or :func:`downscale` / :func:`upscale`) for ``(y, z)``.
+    """
+
+    def __init__(self, scale: int = 4, blocks: int | Sequence[int] = 8, growth: int = 32,
+                 clamp: float = 1.0):
+        super().__init__()
+        self.scale = check_scale(scale)
+        self.stages = int(math.log2(self.scale))
+        if isinstance(blocks, int) and not isinstance(blocks, bool):
+            blocks = [blocks] * self.stages
+        blocks = list(blocks)
+        if len(blocks) != self.stages or not all(isinstance(b, int) and b >= 1 for b in blocks):
+            raise ValueError(f"blocks must be a positive int or {self.stages} positive ints "
+                             f"(one per x2 stage), got {blocks!r}")
+        if not isinstance(growth, int) or growth < 1:
+            raise ValueError(f"growth must be a positive int, got {growth!r}")
+        self.blocks, self.growth, self.clamp = tuple(blocks), growth, float(clamp)
+        dense = subnet("dense", growth=growth)
+        layers: list[InvertibleModule] = []
+        channels = CHANNELS
+        for n_blocks in blocks:
+            layers.append(HaarDownsampling(channels))
+            channels *= 4
+            layers += [AdditiveAffineCoupling(channels, dense, split_channels=CHANNELS, clamp=clamp,
+                                              clamp_kind="sigmoid") for _ in range(n_blocks)]
+        self.flow = FlowSequential(layers)
+        self.out_channels = channels
+
+    @property
+    def tag(self) -> str:
+        """Checkpoint tag; a checkpoint of another scale is refused when loading."""
+        return f"irn-x{self.scale}"
+
+    @property
+    def z_channels(self) -> int:
+        return self.out_channels - CHANNELS
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, blocks={self.blocks}, growth={self.growth}, clamp={self.clamp}"
+
+    # -- the flows contract ---------------------------------------------------------------------
+    def _forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        if x.dim() != 4 or x.shape[1] != CHANNELS:
+            raise ValueError(f"IRN.forward expects (N, 3, H, W), got {tuple(x.shape)}")
+        _check_divisible(x, self.scale, "IRN.forward")
+        return self.flow._forward(x, None)
+
+    def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        if z.dim() != 4 or z.shape[1] != self.out_channels:
+            raise ValueError(f"IRN.inverse expects (N, {self.out_channels}, h, w) = [LR | z], "
+                             f"got {tuple(z.shape)}")
+        return self.flow._inverse(z, None)
+
+    # -- (y, z) views ---------------------------------------------------------------------------
+    def encode(self, hr: Tensor) -> tuple[Tensor, Tensor]:
+        """HR (N,3,H,W) -> (LR (N,3,H/s,W/s) before quantisation, z (N,3s^2-3,H/s,W/s))."""
+        out, _ = self(hr)
+        return out[:, :CHANNELS], out[:, CHANNELS:]
+
+    def decode(self, lr: Tensor, z: Tensor) -> Tensor:
+        """(LR, z) -> HR, the exact inverse of :meth:`encode`."""
+        if lr.shape[0] != z.shape[0] or lr.shape[2:] != z.shape[2:] or z.shape[1] != self.z_channels:
+            raise ValueError(f"decode: z must have shape (N, {self.z_channels}, h, w) matching the LR "
+                             f"{tuple(lr.shape)}, got {tuple(z.shape)}")
+        return self.inverse(torch.cat([lr, z], dim=1))
+
+    def sample_z(self, lr: Tensor, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, temperature^2 I) of the shape that goes with ``lr`` (N,3,h,w)."""
+        shape = (lr.shape[0], self.z_channels, *lr.shape[2:])
+        device = generator.device if generator is not None else lr.device
+        z = torch.randn(shape, generator=generator, device=device, dtype=lr.dtype)
+        return temperature * z.to(lr.device)
+
+
+def quantize(x: Tensor) -> Tensor:
+    """8-bit quantiser with a straight-through gradient (official ``Quantization``).
+
+    Forward: ``round(clamp(x, 0, 1) * 255) / 255``; backward: the identity (Bengio et al. 2013),
+    so the reconstruction loss trains the downscaler through the rounding.
+    """
+    q = torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+    return x + (q - x).detach()
+
+
+def downscale(model: IRN, hr: Tensor) -> Tensor:
+    """HR ``(3,H,W)`` or ``(N,3,H,W)`` in [0, 1] -> the 8-bit-quantised LR image (same rank).
+
+    Gradients pass the quantiser straight through; wrap in ``torch.no_grad()`` for inference.
+    ``H`` and ``W`` must be divisible by ``model.scale`` (crop with ``degradation.mod_crop``).
+    """
+    x, added = _as_batch(hr, "hr", "downscale")
+    _check_divisible(x, model.scale, "downscale")
+    lr, _ = model.encode(x)
+    lr = quantize(lr)
+    return lr[0] if added else lr
+
+
+def upscale(model: IRN, lr: Tensor, temperature: float = 1.0,
+            generator: torch.Generator | None = None, *, clamp: bool = True) -> Tensor:
+    """LR ``(3,h,w)`` or ``(N,3,h,w)`` -> HR ``s`` times larger, with ``z ~ N(0, temperature^2 I)``.
+
+    ``temperature=0`` uses ``z = 0`` (the mode). The result is clamped to [0, 1] unless
+    ``clamp=False``. Only an LR made by the same model's :func:`downscale` is upscaled well.
+    """
+    y, added = _as_batch(lr, "lr", "upscale")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    z = model.sample_z(y, float(temperature), generator)
+    hr = model.decode(y, z)
+    if clamp:
+        hr = hr.clamp(0.0, 1.0)
+    return hr[0] if added else hr
+
+
+# ------------------------------------------------------------------------------------------------
+# losses
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """lambda_fit (LR guidance), lambda_rec (HR reconstruction), lambda_ce (z distribution).
+
+    Official ``train_IRN_x*.yml``: ``lambda_fit_forw = scale^2`` (4, 16, 64 for x2, x4, x8),
+    ``lambda_rec_back = 1``, ``lambda_ce_forw = 1``.
+    """
+
+    fit: float
+    rec: float = 1.0
+    ce: float = 1.0
+
+    @classmethod
+    def paper(cls, scale: int) -> LossWeights:
+        scale = check_scale(scale)
+        return cls(fit=float(scale**2), rec=1.0, ce=1.0)
+
+
+def bicubic_target(hr: Tensor, scale: int) -> Tensor:
+    """The LR guidance target: MATLAB-bicubic ``imresize(hr, 1/scale)`` (not quantised), as the
+    official data loader's ``imresize_np(GT, 1/scale)``."""
+    return imresize(hr, 1.0 / scale)
+
+
+def guide_loss(lr: Tensor, lr_target: Tensor) -> Tensor:
+    """L_guide = sum over C,H,W of (y - y_bicubic)^2, averaged over the batch (paper eq. 7)."""
+    return ((lr - lr_target) ** 2).flatten(1).sum(1).mean()
+
+
+def reconstruction_loss(hr: Tensor, hr_rec: Tensor, eps: float = 1e-6) -> Tensor:
+    """L_recon = sum over C,H,W of sqrt((x - x_rec)^2 + eps) (Charbonnier L1), batch mean (eq. 8)."""
+    return torch.sqrt((hr - hr_rec) ** 2 + eps).flatten(1).sum(1).mean()
+
+
+def distribution_loss(z: Tensor) -> Tensor:
+    """L_distr' = sum of z^2 per image, batch mean: the cross-entropy surrogate of eq. 10.
+
+    Up to a constant it is ``-2 log N(z; 0, I)``, i.e. it pulls the latent's distribution
+    towards the N(0, I) we sample from when upscaling.
+    """
+    return (z**2).flatten(1).sum(1).mean()
+
+
+def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The IRN objective on an HR batch: ``(total, {'guide', 'recon', 'distr'})`` (paper eq. 11).
+
+    Forward pass HR -> (y, z); ``guide`` compares y with the bicubic LR; ``distr`` is the z^2
+    surrogate; ``recon`` inverts the *quantised* y with a *freshly sampled* z (official code).
+    ``weights`` defaults to :meth:`LossWeights.paper`.
+    """
+    x, _ = _as_batch(hr, "hr", "irn_loss")
+    _check_divisible(x, model.scale, "irn_loss")
+    w = weights if weights is not None else LossWeights.paper(model.scale)
+    lr, z = model.encode(x)
+    l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
+    l_distr = distribution_loss(z)
+    lr_q = quantize(lr)
+    x_rec = model.decode(lr_q, model.sample_z(lr_q, 1.0, generator))
+    l_recon = reconstruction_loss(x, x_rec)
+    total = w.fit * l_guide + w.rec * l_recon + w.ce * l_distr
+    return total, {"guide": l_guide.item(), "recon": l_recon.item(), "distr": l_distr.item()}
+
+
+def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, lambda_fit: float | None = None,
+                  lambda_rec: float = 0.01, lambda_gan: float = 1.0,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+    """Generator side of IRN+ (official ``train_IRN+_x4.yml``, without the VGG term).
+
+    IRN+ replaces the z^2 surrogate by distribution matching on the *reconstructed* images: a
+    discriminator tells real HR from ``f^{-1}(Q(y), z)``; weights lambda_fit = s^2, lambda_rec = 0.01
+    and a GAN weight of 1 (the official config adds a VGG feature L1 loss of weight 0.01, omitted
+    here). Uses the non-saturating GAN loss. Returns ``(loss, logs, x_rec)``; train the
+    discriminator on ``x_rec.detach()`` versus ``hr`` yourself.
+    """
+    x, _ = _as_batch(hr, "hr", "irn_plus_loss")
+    _check_divisible(x, model.scale, "irn_plus_loss")
+    lambda_fit = float(model.scale**2) if lambda_fit is None else lambda_fit
+    lr, _ = model.encode(x)
+    l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
+    lr_q = quantize(lr)
+    x_rec = model.decode(lr_q, model.sample_z(lr_q, 1.0, generator))
+    l_recon = reconstruction_loss(x, x_rec)
+    logits = discriminator(x_rec)
+    l_gan = nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    total = lambda_fit * l_guide + lambda_rec * l_recon + lambda_gan * l_gan
+    return total, {"guide": l_guide.item(), "recon": l_recon.item(), "gan": l_gan.item()}, x_rec
+
+
+# ------------------------------------------------------------------------------------------------
+# data and evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+def make_batch_fn(patch: int, batch: int, *, scale: int | None = None, seed: int = 0,
+                  dead_leaves_fraction: float = 0.25,
+                  images: Sequence | None = None) -> Callable[[int], Tensor]:
+    """``batch_fn(step) -> (batch, 3, patch, patch)``: random flipped/rotated patches of
+    ``data.TRAIN_PHOTOS`` (or ``images``), a fraction of them fresh dead-leaves images;
+    deterministic in the step (exact resume). The held-out ``data.EVAL_PHOTOS`` are never used."""
+    from course_lib import data
+
+    images = list(images) if images is not None else list(data.TRAIN_PHOTOS)
+    leaked = [name for name in images if isinstance(name, str) and name in data.EVAL_PHOTOS]
+    if leaked:
+        raise ValueError(f"{leaked} are held-out evaluation photos; do not train on them")
+    return data.PatchSampler(images, patch, batch, seed=seed, augment=True, scale=scale,
+                             dead_leaves_fraction=dead_leaves_fraction)
+
+
+def _center_crop(img: Tensor, size: int | None, scale: int) -> Tensor:
+    h, w = img.shape[-2:]
+    if size is not None:
+        th, tw = min(size, h), min(size, w)
+        top, left = (h - th) // 2, (w - tw) // 2
+        img = img[..., top:top + th, left:left + tw]
+        h, w = th, tw
+    return img[..., : h - h % scale, : w - w % scale]
+
+
+@torch.no_grad()
+def evaluate(model: IRN, photos: Sequence[str] | Sequence[Tensor] | None = None, *,
+             crop: int | None = None, temperature: float = 1.0, draws: int = 1, seed: int = 0,
+             device: torch.device | str | None = None) -> dict:
+    """Y-PSNR/SSIM (shave = scale) of IRN and of bicubic-down + bicubic-up on held-out images.
+
+    ``photos``: names of packaged photos (default ``data.EVAL_PHOTOS``) or image tensors.
+    ``crop``: centre crop to at most ``crop x crop`` (fast previews). Each image is mod-cropped to
+    the scale. HR figures are the mean over ``draws`` samples of z (outputs rounded to 8 bits).
+    LR figures compare the quantised IRN LR with the 8-bit bicubic LR (same shave). Returns the
+    means (``hr_psnr``, ``hr_ssim``, ``lr_psnr``, ``lr_ssim``, ``bicubic_psnr``, ``bicubic_ssim``)
+    and per-image ``rows``.
+    """
+    from course_lib import data, metrics
+    from course_lib.degradation import bicubic_downscale
+
+    if photos is None:
+        photos = data.EVAL_PHOTOS
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    s = model.scale
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for i, photo in enumerate(photos):
+        name = photo if isinstance(photo, str) else f"image{i}"
+        hr = data.load_photo(photo) if isinstance(photo, str) else photo
+        hr = _center_crop(hr, crop, s).unsqueeze(0).to(device)
+        lr = downscale(model, hr)
+        hr_psnr, hr_ssim = [], []
+        for _ in range(draws):
+            sr = upscale(model, lr, temperature, generator=gen)
+            sr = torch.round(sr * 255) / 255  # evaluated as saved 8-bit images
+            hr_psnr.append(metrics.psnr(sr, hr, shave=s))
+            hr_ssim.append(metrics.ssim(sr, hr, shave=s))
+        lr_bic = bicubic_downscale(hr, s, quantize=True)
+        up = torch.round(imresize(lr_bic, s).clamp(0, 1) * 255) / 255
+        rows.append({
+            "image": name,
+            "hr_psnr": float(sum(map(float, hr_psnr)) / draws),
+            "hr_ssim": float(sum(map(float, hr_ssim)) / draws),
+            "lr_psnr": float(metrics.psnr(lr, lr_bic, shave=s)),
+            "lr_ssim": float(metrics.ssim(lr, lr_bic, shave=s)),
+            "bicubic_psnr": float(metrics.psnr(up, hr, shave=s)),
+            "bicubic_ssim": float(metrics.ssim(up, hr, shave=s)),
+        })
+    model.train(was_training)
+    keys = [k for k in rows[0] if k != "image"]
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    return {**means, "rows": rows}
+
+
+def format_results(results: dict) -> str:
+    """A plain-text table of :func:`evaluate`'s output."""
+    head = f"{'image':<14}{'IRN PSNR':>10}{'SSIM':>8}{'LR PSNR':>10}{'LR SSIM':>9}{'bicubic':>10}{'SSIM':>8}"
+    lines = [head]
+    for r in results["rows"] + [{"image": "mean", **results}]:
+        lines.append(f"{r['image']:<14}{r['hr_psnr']:>10.2f}{r['hr_ssim']:>8.4f}{r['lr_psnr']:>10.2f}"
+                     f"{r['lr_ssim']:>9.4f}{r['bicubic_psnr']:>10.2f}{r['bicubic_ssim']:>8.4f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Sizes of a training run. ``gpu`` is the paper's model (8 blocks per stage, growth 32,
+    144x144 patches, batch 16, Adam lr 2e-4, weight decay 1e-5, clip 10) for a shorter schedule."""
+
+    blocks: int
+    growth: int
+    patch: int
+    batch: int
+    steps: int
+    lr: float
+    weight_decay: float = 1e-5
+    grad_clip: float = 10.0
+    dead_leaves_fraction: float = 0.25
+    milestones: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # lr halvings, as fractions of the steps
+
+
+PROFILES: dict[str, TrainConfig] = {
+    "test": TrainConfig(blocks=1, growth=8, patch=32, batch=2, steps=10, lr=2e-4),
+    "cpu": TrainConfig(blocks=8, growth=8, patch=32, batch=8, steps=1500, lr=1e-3,
+                       milestones=(0.5, 0.75, 0.9)),
+    "gpu": TrainConfig(blocks=8, growth=32, patch=144, batch=16, steps=5000, lr=2e-4),
+}
+
+
+def train_config(profile: str | None = None, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of a profile (default: the active one), with fields overridden."""
+    profile = profile or config.get_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(PROFILES)}")
+    base = asdict(PROFILES[profile])
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
+
+
+def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
+          seed: int = 0, device: torch.device | str | None = None, amp: bool = False,
+          eval_every: int = 0, eval_crop: int = 128, progress: bool = True,
+          model: IRN | None = None) -> tuple[IRN, training.History]:
+    """Train an IRN with :func:`course_lib.training.fit` (Adam, MultiStepLR halving at
+    ``cfg.milestones``: 20/40/60/80% of the steps like the official schedule by default; gradient
+    clipping). With ``checkpoint`` an existing
+    file of the same scale is resumed. ``eval_every`` > 0 logs held-out Y-PSNR on centre crops."""
+    check_scale(scale)
+    if cfg.patch % scale:
+        raise ValueError(f"patch size {cfg.patch} is not divisible by the scale {scale}")
+    device = torch.device(device) if device is not None else config.get_device()
+    model = model if model is not None else IRN(scale, cfg.blocks, cfg.growth)
+    model.to(device)
+    batch_fn = make_batch_fn(cfg.patch, cfg.batch, scale=scale, seed=seed,
+                             dead_leaves_fraction=cfg.dead_leaves_fraction)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
+                                 weight_decay=cfg.weight_decay)
+    milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+    weights = LossWeights.paper(scale)
+
+    def eval_fn(step: int) -> dict[str, float]:
+        res = evaluate(model, crop=eval_crop, device=device)
+        return {"eval_psnr": res["hr_psnr"], "eval_lr_psnr": res["lr_psnr"]}
+
+    history = training.fit(
+        model, lambda m, batch: irn_loss(m, batch, weights), batch_fn, cfg.steps,
+        optimizer=optimizer, scheduler=scheduler, grad_clip=cfg.grad_clip, amp=amp,
+        checkpoint=checkpoint, checkpoint_every=max(1, min(500, cfg.steps // 10 or 1)),
+        eval_fn=eval_fn if eval_every else None, eval_every=eval_every, seed=seed,
+        tag=model.tag, device=device, desc=f"IRN x{scale}", progress=progress,
+    )
+    return model, history
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy a training checkpoint without the optimiser/scheduler state (a third of the size);
+    the result still loads with :func:`course_lib.training.load_weights` and ``weights_only=True``."""
+    state = training.load_checkpoint(checkpoint)
+    state = {**state, "optimizers": {}, "schedulers": {}, "rng_cuda": []}
+    state["modules"] = {k: {n: t.detach().cpu() for n, t in m.items()} for k, m in state["modules"].items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# loading
+# ------------------------------------------------------------------------------------------------
+
+
+def architecture_from_state(state_dict: dict[str, Tensor]) -> dict:
+    """Infer ``blocks`` (per stage) and ``growth`` of an IRN from its weights."""
+    layer_ids = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"flow\.layers\.(\d+)\.", k))})
+    blocks: list[int] = []
+    growth = None
+    for i in layer_ids:
+        if f"flow.layers.{i}.matrix" in state_dict:  # a Haar layer starts a stage
+            blocks.append(0)
+        elif blocks:
+            blocks[-1] += 1
+            growth = growth or int(state_dict[f"flow.layers.{i}.phi.convs.0.weight"].shape[0])
+    if not blocks or growth is None or min(blocks) < 1:
+        raise ValueError("these weights do not look like an IRN (no Haar stage / coupling found)")
+    return {"blocks": blocks, "growth": growth}
+
+
+def pretrained_path(scale: int) -> Path:
+    """Path of the shipped checkpoint for ``scale`` (x2 and x4 ship with course_lib)."""
+    return CHECKPOINT_DIR / f"irn_x{check_scale(scale)}.pt"
+
+
+def load_irn(source: int | str | os.PathLike, *, scale: int | None = None,
+             device: torch.device | str | None = None) -> IRN:
+    """Build an IRN and load its weights (``weights_only=True``).
+
+    ``source`` is a scale (2 or 4: the shipped checkpoint) or a checkpoint path. The architecture
+    is read from the weights. With ``scale`` given, a checkpoint made for another scale is refused.
+    """
+    path = pretrained_path(source) if isinstance(source, int) and not isinstance(source, bool) else Path(source)
+    if isinstance(source, int) and not path.is_file():
+        raise FileNotFoundError(f"no shipped IRN checkpoint for x{source} (looked for {path})")
+    state = training.load_checkpoint(path, tag=f"irn-x{check_scale(scale)}" if scale is not None else None)
+    match = re.fullmatch(r"irn-x(\d+)", str(state["tag"]))
+    if not match:
+        raise ValueError(f"checkpoint {path} was made for {state['tag']!r}, not an IRN")
+    arch = architecture_from_state(state["modules"]["model"])
+    model = IRN(int(match.group(1)), arch["blocks"], arch["growth"])
+    training.load_weights(model, path, tag=model.tag)
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m course_lib.irn", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an IRN (checkpoints, resume, progress bar)")
+    t.add_argument("--scale", type=int, required=True, help="2, 4, 8, ...")
+    t.add_argument("--profile", choices=tuple(PROFILES), default=None,
+                   help="sizes of the run (default: $COURSE_PROFILE or the hardware)")
+    t.add_argument("--out", required=True, help="checkpoint file (written every few hundred steps)")
+    t.add_argument("--steps", type=int, default=None, help="total training steps (overrides the profile)")
+    t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--blocks", type=int, default=None, help="couplings per x2 stage (paper: 8)")
+    t.add_argument("--growth", type=int, default=None, help="dense-block width (paper: 32)")
+    t.add_argument("--patch", type=int, default=None, help="HR patch size (paper: 144)")
+    t.add_argument("--batch", type=int, default=None, help="batch size (paper: 16)")
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 2e-4)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    t.add_argument("--eval-every", type=int, default=0, help="held-out PSNR on crops every N steps")
+    t.add_argument("--init", default=None,
+                   help="start from the weights of this IRN checkpoint (fine-tuning; the optimiser starts "
+                        "fresh and the architecture comes from the checkpoint)")
+    t.add_argument("--weights", default=None,
+                   help="also write a weights-only copy (no optimiser state) here at the end")
+    e = sub.add_parser("evaluate", help="held-out Y-PSNR/SSIM of a checkpoint")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint file")
+    src.add_argument("--scale", type=int, help="evaluate the shipped checkpoint of this scale")
+    e.add_argument("--crop", type=int, default=None, help="centre crop size (default: whole photos)")
+    e.add_argument("--draws", type=int, default=1, help="z samples per image")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads is not None:
+        config.set_threads(args.threads)
+    if args.command == "train":
+        scale = check_scale(args.scale)
+        out = Path(args.out)
+        if out.exists() and not args.resume:
+            raise SystemExit(f"{out} exists: pass --resume to continue that run, or choose another --out")
+        cfg = train_config(args.profile, steps=args.steps, blocks=args.blocks, growth=args.growth,
+                           patch=args.patch, batch=args.batch, lr=args.lr)
+        device = torch.device(args.device) if args.device else config.get_device()
+        print(f"IRN x{scale} | profile {args.profile or config.get_profile()} | device {device} | "
+              f"threads {torch.get_num_threads()} | {cfg}", flush=True)
+        init = None
+        if args.init:
+            init = load_irn(args.init, scale=scale)
+            cfg = train_config(args.profile, **{**asdict(cfg), "blocks": init.blocks[0], "growth": init.growth})
+            print(f"initialised from {args.init} ({init.extra_repr()})", flush=True)
+        start = time.perf_counter()
+        model, history = train(scale, cfg, checkpoint=out, seed=args.seed, device=device, amp=args.amp,
+                               eval_every=args.eval_every, model=init)
+        wall = time.perf_counter() - start
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"done: {history.steps[-1] if history.steps else 0} steps, {n_params} parameters, "
+              f"{wall:.0f} s this session ({history.seconds:.0f} s training in total); checkpoint {out}")
+        if args.weights:
+            print(f"weights-only copy: {export_weights(out, args.weights)}")
+        return 0
+    model = load_irn(args.scale if args.scale is not None else args.checkpoint)
+    results = evaluate(model, crop=args.crop, draws=args.draws, temperature=args.temperature)
+    print(f"IRN x{model.scale} ({sum(p.numel() for p in model.parameters())} parameters), held-out "
+          f"photos, Y channel, shave {model.scale}, temperature {args.temperature}, {args.draws} draw(s)")
+    print(format_results(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Tests of course_lib.hcflow: invertibility, log-determinants against autograd, the Dirac LR term,
+the coarse-to-fine hierarchy, sampling, input checks and checkpoint tags."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from course_lib import training
+from course_lib.flows import autograd_logdet, check_invertible
+from course_lib.hcflow import (
+    HCFlow,
+    dirac_lr_log_prob,
+    downscale,
+    evaluate,
+    load_hcflow,
+    log_likelihood,
+    rescaling_loss,
+    sample,
+    sr_loss,
+    train,
+    train_config,
+    upscale,
+)
+from course_lib.hcflow.__main__ import main as cli_main
+
+TINY = dict(flow_steps=2, cond_steps=1, hidden=4, cond_hidden=4, rrdb_blocks=(1, 0), nf=4, gc=4)
+
+
+def tiny_model(mode: str = "sr", *, hierarchical: bool = True, dtype=torch.float64, seed: int = 0) -> HCFlow:
+    """A tiny HCFlow with every parameter perturbed, so no layer is the identity (zero-initialised
+    last convs would otherwise make couplings and Gaussians trivial)."""
+    torch.manual_seed(seed)
+    model = HCFlow(4, mode, hierarchical=hierarchical, **TINY).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["sr", "rescale"])
+@pytest.mark.parametrize("hierarchical", [True, False])
+def test_whole_model_is_invertible(mode, hierarchical):
+    model = tiny_model(mode, hierarchical=hierarchical)
+    x = torch.rand(2, 3, 16, 8, dtype=torch.float64)  # non-square on purpose
+    z, logdet = model(x)
+    assert z.shape == (2, 48, 4, 2) and logdet.shape == (2,)
+    assert torch.allclose(model.inverse(z), x, atol=1e-10)
+    lr, zz = model.encode(x)
+    assert torch.allclose(model.decode(lr, zz), x, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["sr", "rescale"])
+def test_logdet_matches_autograd(mode):
+    model = tiny_model(mode)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    _, logdet = model(x)
+    reference = autograd_logdet(lambda v: model(v)[0], x)
+    assert torch.allclose(logdet, reference, atol=1e-8), (logdet, reference)
+    assert logdet.abs().min() > 1.0  # a non-trivial Jacobian was checked
+
+
+@pytest.mark.parametrize("mode", ["sr", "rescale"])
+def test_conditional_layers_logdet_and_inverse(mode):
+    model = tiny_model(mode)
+    for level in range(model.n_levels):
+        a = torch.randn(1, model.off[level], 2, 2, dtype=torch.float64)
+        feat = torch.randn(1, model.feat_channels, 2, 2, dtype=torch.float64)
+        for layer in (model.cond_flows[level], model.priors[level]):
+            errors = check_invertible(layer, a, feat)
+            assert errors["reconstruction"] < 1e-10 and errors["logdet"] < 1e-8, errors
+
+
+def test_dirac_lr_term_matches_scipy():
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    ref = (lr + 0.003 * torch.randn_like(lr)).clamp(0, 1)
+    ours = dirac_lr_log_prob(lr, ref)
+    sigma = math.exp(-6.0)
+    expected = stats.norm.logpdf(ref.numpy(), loc=lr.numpy(), scale=sigma).reshape(2, -1).sum(1)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12)
+    # its maximum is reached at lr == ref: -D (log sigma + log(2 pi) / 2)
+    best = dirac_lr_log_prob(lr, lr)
+    np.testing.assert_allclose(best.numpy(), -60 * (-6.0 + 0.5 * math.log(2 * math.pi)), rtol=1e-12)
+    with pytest.raises(ValueError, match="same shape"):
+        dirac_lr_log_prob(lr, ref[..., :4])
+
+
+def test_log_likelihood_is_change_of_variables():
+    """log p(x|y) = log N(z; 0, I) + log N(y; LR(x), e^-12) + log|det J| - D log quant, every part
+    computed independently (scipy densities, autograd Jacobian)."""
+    model = tiny_model("sr")
+    hr = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    lr_ref = torch.rand(1, 3, 2, 2, dtype=torch.float64)
+    ours = log_likelihood(model, hr, lr_ref, quant=64, quantize_lr=False,
+                          generator=torch.Generator().manual_seed(5))
+    u = torch.rand(hr.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y = hr + u / 64
+    out = model(y)[0]
+    lr_out, z = out[:, :3], out[:, 3:]
+    expected = (stats.norm.logpdf(z.detach().numpy()).sum()
+                + stats.norm.logpdf(lr_ref.numpy(), loc=lr_out.detach().numpy(), scale=math.exp(-6)).sum()
+                + float(autograd_logdet(lambda v: model(v)[0], y)[0]) - 192 * math.log(64))
+    assert float(ours[0].detach()) == pytest.approx(expected, rel=1e-10)
+
+
+def test_hierarchy_coarse_to_fine():
+    """The Gaussian of level l depends on the LR and the coarser latents only."""
+    model = tiny_model("sr")
+    lr = torch.rand(1, 3, 2, 2, dtype=torch.float64)
+    z = torch.randn(1, model.z_channels, 2, 2, dtype=torch.float64)
+    base = model.prior_parameters(lr, z)
+    eps = model.latents(z)
+    fine_changed = model.pack([eps[0] + 1.0, eps[1]])      # perturb the finest latent (level 0)
+    coarse_changed = model.pack([eps[0], eps[1] + 1.0])    # perturb the coarsest latent (level 1)
+    after_fine = model.prior_parameters(lr, fine_changed)
+    after_coarse = model.prior_parameters(lr, coarse_changed)
+    for level in range(2):  # nothing depends on the finest latent
+        assert all(torch.equal(p, q) for p, q in zip(base[level], after_fine[level]))
+    assert all(torch.equal(p, q) for p, q in zip(base[1], after_coarse[1]))  # level 1 sees only the LR
+    assert not torch.allclose(base[0][0], after_coarse[0][0])  # level 0 sees level 1's latent
+
+    flat = tiny_model("sr", hierarchical=False)
+    base = flat.prior_parameters(lr, z)
+    after = flat.prior_parameters(lr, coarse_changed)
+    assert torch.equal(base[0][0], after[0][0])  # the ablation: level 0 sees the LR only
+
+
+def test_pack_and_latents_are_inverse():
+    model = tiny_model("sr")
+    z = torch.randn(2, 45, 3, 5, dtype=torch.float64)
+    eps = model.latents(z)
+    assert [tuple(e.shape) for e in eps] == [(2, 6, 6, 10), (2, 21, 3, 5)]
+    assert torch.equal(model.pack(eps), z)
+
+
+@pytest.mark.parametrize("mode", ["sr", "rescale"])
+def test_sampling_shapes_and_temperature(mode):
+    model = tiny_model(mode, dtype=torch.float32)
+    lr = torch.rand(3, 5, 4)
+    a = upscale(model, lr, 0.0, generator=torch.Generator().manual_seed(1))
+    b = upscale(model, lr, 0.0, generator=torch.Generator().manual_seed(2))
+    assert a.shape == (3, 20, 16) and torch.equal(a, b)  # temperature 0 is deterministic
+    many = sample(model, lr, 3, 0.9, generator=torch.Generator().manual_seed(0))
+    assert many.shape == (3, 3, 20, 16) and float(many.min()) >= 0 and float(many.max()) <= 1
+    assert not torch.allclose(many[0], many[1])
+    hr = torch.rand(2, 3, 16, 12)
+    small = downscale(model, hr)
+    assert small.shape == (2, 3, 4, 3)
+    assert torch.allclose(small * 255, torch.round(small * 255), atol=1e-4)  # 8-bit levels
+
+
+def test_bad_inputs_give_clear_errors():
+    model = tiny_model("sr", dtype=torch.float32)
+    with pytest.raises(ValueError, match="not divisible by the scale 4"):
+        downscale(model, torch.rand(3, 18, 16))
+    with pytest.raises(ValueError, match="3 channels"):
+        downscale(model, torch.rand(1, 16, 16))
+    with pytest.raises(TypeError, match="floating"):
+        upscale(model, torch.zeros(3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="non-finite"):
+        upscale(model, torch.full((3, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="temperature"):
+        upscale(model, torch.rand(3, 4, 4), -0.5)
+    with pytest.raises(ValueError, match="power of two"):
+        HCFlow(3)
+    with pytest.raises(ValueError, match="mode"):
+        HCFlow(4, "denoise")
+    with pytest.raises(TypeError, match="unknown HCFlow size"):
+        HCFlow(4, "sr", depth=3)
+    with pytest.raises(ValueError, match="one LR image"):
+        sample(model, torch.rand(2, 3, 4, 4), 2)
+    with pytest.raises(ValueError, match="held-out"):
+        from course_lib.hcflow import make_batch_fn
+        make_batch_fn(16, 2, scale=4, images=["astronaut"])
+
+
+def test_losses_are_finite_and_differentiable():
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 16, 16)
+    for mode, loss_fn in (("sr", sr_loss), ("rescale", rescaling_loss)):
+        model = HCFlow(4, mode, **TINY).train()
+        loss, logs = loss_fn(model, hr)
+        loss.backward()
+        assert math.isfinite(loss.item()) and logs
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+    # the rescaling 'z' term is the mean square of the packed latent
+    model = HCFlow(4, "rescale", **TINY).eval()
+    _, logs = rescaling_loss(model, hr)
+    with torch.no_grad():
+        _, z = model.encode(hr)
+    assert logs["z"] == pytest.approx(float((z**2).mean()), rel=1e-5)
+
+
+def test_checkpoint_roundtrip_and_tag_refusal(tmp_path):
+    cfg = train_config("sr", "test", steps=2)
+    path = tmp_path / "sr.pt"
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]  # no photo decoding
+    model, history = train("sr", 4, cfg, checkpoint=path, progress=False, images=images)
+    assert history.steps[-1] == 2
+    loaded = load_hcflow(path, mode="sr", scale=4)
+    lr = torch.rand(1, 3, 4, 4)
+    assert torch.equal(upscale(model, lr, 0.0), upscale(loaded, lr, 0.0))
+    with pytest.raises(ValueError, match="hcflow-sr-x4.*not 'hcflow-rescale-x4'"):
+        load_hcflow(path, mode="rescale", scale=4)
+    with pytest.raises(ValueError, match="not 'hcflow-sr-x8'"):
+        training.load_weights(HCFlow(8, "sr", **TINY), path, tag="hcflow-sr-x8")
+    state = torch.load(path, weights_only=True)  # loads without pickled code
+    assert state["tag"] == "hcflow-sr-x4"
+
+
+def test_command_line_and_evaluate(tmp_path, capsys):
+    out = tmp_path / "rs.pt"
+    assert cli_main(["train", "--mode", "rescale", "--profile", "test", "--out", str(out),
+                     "--steps", "2", "--no-progress", "--weights", str(tmp_path / "w.pt")]) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    model = load_hcflow(tmp_path / "w.pt")
+    assert model.tag == "hcflow-rescale-x4"
+    res = evaluate(model, [torch.rand(3, 96, 100)], draws=1)
+    assert res["rows"][0]["image"] == "image0" and math.isfinite(res["hr_psnr"])
+
+
+def test_level_terms_add_up_to_the_density():
+    model = tiny_model("sr")
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    terms = model.level_terms(x)
+    out, logdet = model(x)
+    total = terms["main flow"] + terms["level 1"] + terms["level 2"]
+    expected = logdet + torch.from_numpy(stats.norm.logpdf(out[:, 3:].detach().numpy()).reshape(2, -1).sum(1))
+    assert torch.allclose(total, expected, atol=1e-9)
+    assert torch.equal(terms["lr"], out[:, :3])

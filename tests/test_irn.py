@@ -1,0 +1,219 @@
+"""Tests of course_lib.irn against independent references (box filters, imresize, autograd)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib import irn, training
+from course_lib.degradation import imresize
+from course_lib.flows import AdditiveAffineCoupling, HaarDownsampling
+
+
+def perturbed(model, std=0.05, seed=0):
+    """Zero-initialised last convs make a fresh IRN the Haar transform; perturb to test the blocks."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return model
+
+
+def rand_img(*shape, seed=0, dtype=torch.float32):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_round_trip_is_exact_for_the_unquantised_lr(scale):
+    model = perturbed(irn.IRN(scale, blocks=2, growth=8).double())
+    x = rand_img(2, 3, 16, 24, dtype=torch.float64)
+    lr, z = model.encode(x)
+    assert lr.shape == (2, 3, 16 // scale, 24 // scale)
+    assert z.shape == (2, 3 * scale**2 - 3, 16 // scale, 24 // scale)
+    assert torch.allclose(model.decode(lr, z), x, atol=1e-12, rtol=0)
+    out, _ = model(x)
+    assert torch.allclose(model.inverse(out), x, atol=1e-12, rtol=0)
+
+
+def test_logdet_matches_the_autograd_jacobian():
+    model = perturbed(irn.IRN(2, blocks=2, growth=4).double(), std=0.2)
+    x = rand_img(1, 3, 4, 4, dtype=torch.float64)
+    _, logdet = model(x)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v.view(1, 3, 4, 4))[0].reshape(-1), x.reshape(-1))
+    assert torch.allclose(logdet[0], torch.linalg.slogdet(jac)[1], atol=1e-8)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_model_is_haar_stages_then_couplings(scale):
+    model = irn.IRN(scale, blocks=[2] * (scale // 2), growth=4)
+    layers = list(model.flow)
+    per_stage = 1 + 2
+    assert len(layers) == per_stage * (scale // 2)
+    for k, layer in enumerate(layers):
+        expected = HaarDownsampling if k % per_stage == 0 else AdditiveAffineCoupling
+        assert isinstance(layer, expected)
+        if isinstance(layer, AdditiveAffineCoupling):
+            assert layer.split_channels == 3 and layer.clamp == 1.0 and layer.clamp_kind == "sigmoid"
+    # a fresh IRN (zero-initialised subnets) is the Haar transform: its LR is the s x s box mean
+    x = rand_img(1, 3, 16, 16)
+    lr, _ = model.encode(x)
+    assert torch.allclose(lr, F.avg_pool2d(x, scale), atol=1e-6)
+
+
+def test_downscale_and_upscale_shapes_ranks_and_range():
+    model = perturbed(irn.IRN(4, blocks=1, growth=4))
+    hr = rand_img(3, 32, 16)
+    lr = irn.downscale(model, hr)
+    assert lr.shape == (3, 8, 4)
+    assert lr.min() >= 0 and lr.max() <= 1
+    assert torch.allclose(lr * 255, torch.round(lr * 255), atol=1e-4)  # 8-bit levels
+    assert irn.downscale(model, hr[None]).shape == (1, 3, 8, 4)
+    sr = irn.upscale(model, lr, temperature=0.7, generator=torch.Generator().manual_seed(1))
+    assert sr.shape == (3, 32, 16) and sr.min() >= 0 and sr.max() <= 1
+    again = irn.upscale(model, lr, temperature=0.7, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(sr, again)
+    mode = irn.upscale(model, lr[None], temperature=0.0, clamp=False)
+    expected = model.decode(lr[None], torch.zeros(1, 45, 8, 4))
+    assert torch.allclose(mode, expected)
+
+
+def test_quantizer_rounds_forward_and_passes_gradients_straight_through():
+    x = torch.tensor([-0.2, 0.0, 0.1, 0.5, 0.50196, 0.999, 1.3], requires_grad=True)
+    q = irn.quantize(x)
+    expected = torch.tensor([0, 0, round(0.1 * 255), round(0.5 * 255), round(0.50196 * 255), 255, 255]) / 255
+    assert torch.allclose(q, expected.float(), atol=1e-7)
+    weights = torch.arange(7.0)
+    (q * weights).sum().backward()
+    assert torch.equal(x.grad, weights)  # identity gradient, even where the forward clamps
+
+
+def test_loss_weights_default_to_the_paper():
+    assert irn.LossWeights.paper(2) == irn.LossWeights(fit=4.0, rec=1.0, ce=1.0)
+    assert irn.LossWeights.paper(4) == irn.LossWeights(fit=16.0, rec=1.0, ce=1.0)
+    assert irn.LossWeights.paper(8).fit == 64.0
+
+
+def test_guide_target_is_matlab_imresize_and_the_loss_combines_the_terms():
+    model = irn.IRN(4, blocks=1, growth=4)  # fresh: LR = 4x4 box mean, z = Haar detail bands
+    x = rand_img(2, 3, 16, 16)
+    assert torch.equal(irn.bicubic_target(x, 4), imresize(x, 0.25))
+    loss, logs = irn.irn_loss(model, x, generator=torch.Generator().manual_seed(3))
+    box = F.avg_pool2d(x, 4)
+    guide = ((box - imresize(x, 0.25)) ** 2).sum() / 2
+    assert logs["guide"] == pytest.approx(guide.item(), rel=1e-5)
+    _, z = model.encode(x)
+    assert logs["distr"] == pytest.approx((z**2).sum().item() / 2, rel=1e-5)
+    # reconstruction from the quantised LR and a *fresh* z drawn from the generator
+    z_new = torch.randn(z.shape, generator=torch.Generator().manual_seed(3))
+    x_rec = model.inverse(torch.cat([torch.round(box * 255) / 255, z_new], 1))
+    recon = torch.sqrt((x - x_rec) ** 2 + 1e-6).sum() / 2
+    assert logs["recon"] == pytest.approx(recon.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(16 * guide.item() + recon.item() + logs["distr"], rel=1e-5)
+    custom, _ = irn.irn_loss(model, x, irn.LossWeights(fit=1.0, rec=0.0, ce=0.0))
+    assert custom.item() == pytest.approx(guide.item(), rel=1e-5)
+
+
+def test_training_lowers_the_loss():
+    torch.manual_seed(0)
+    model = irn.IRN(2, blocks=1, growth=8)
+    x = rand_img(4, 3, 16, 16)
+    hist = training.fit(model, lambda m, b: irn.irn_loss(m, b), lambda step: x, 20, lr=2e-3,
+                        grad_clip=10.0, progress=False)
+    assert hist.logs["loss"][-1] < 0.7 * hist.logs["loss"][0]
+
+
+@pytest.mark.parametrize("scale", [3, 6, 1, 0, 2.0, True])
+def test_scale_must_be_a_power_of_two(scale):
+    with pytest.raises((ValueError, TypeError), match="power of two"):
+        irn.IRN(scale)
+
+
+def test_bad_images_are_refused_with_clear_messages():
+    model = irn.IRN(4, blocks=1, growth=4)
+    with pytest.raises(ValueError, match="not divisible by the scale 4"):
+        irn.downscale(model, rand_img(3, 18, 16))
+    with pytest.raises(ValueError, match="3 channels"):
+        irn.downscale(model, rand_img(1, 16, 16))
+    with pytest.raises(ValueError, match="3 channels"):
+        irn.upscale(model, rand_img(4, 4, 4))
+    with pytest.raises(TypeError, match="floating"):
+        irn.downscale(model, torch.zeros(3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="non-finite"):
+        irn.downscale(model, torch.full((3, 16, 16), float("nan")))
+    with pytest.raises(ValueError, match="shape"):
+        irn.downscale(model, rand_img(16, 16))
+    with pytest.raises(ValueError, match="temperature"):
+        irn.upscale(model, rand_img(3, 4, 4), temperature=-1.0)
+    with pytest.raises(ValueError, match="not divisible"):
+        irn.irn_loss(model, rand_img(1, 3, 20, 18))
+
+
+def test_checkpoint_loads_weights_only_and_refuses_another_scale(tmp_path):
+    cfg = irn.train_config("test", steps=2)
+    ck2, ck4 = tmp_path / "x2.pt", tmp_path / "x4.pt"
+    m2, _ = irn.train(2, cfg, checkpoint=ck2, device="cpu", progress=False)
+    irn.train(4, cfg, checkpoint=ck4, device="cpu", progress=False)
+    state = torch.load(ck2, map_location="cpu", weights_only=True)
+    assert state["tag"] == "irn-x2" and state["step"] == 2
+    loaded = irn.load_irn(ck2, scale=2)
+    assert loaded.blocks == (cfg.blocks,) and loaded.growth == cfg.growth
+    for a, b in zip(m2.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="irn-x4"):
+        irn.load_irn(ck4, scale=2)
+    with pytest.raises(ValueError, match="irn-x4"):
+        training.load_weights(irn.IRN(2, cfg.blocks, cfg.growth), ck4, tag="irn-x2")
+    slim = irn.export_weights(ck2, tmp_path / "slim.pt")
+    assert slim.stat().st_size < ck2.stat().st_size
+    assert torch.equal(irn.load_irn(slim).flow[1].phi.out.weight, m2.flow[1].phi.out.weight)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_shipped_checkpoints_load(scale):
+    model = irn.load_irn(scale, scale=scale)
+    assert model.scale == scale and not model.training
+    x = rand_img(1, 3, 32, 32)
+    with torch.no_grad():
+        lr, z = model.encode(x)
+        assert torch.allclose(model.decode(lr, z), x, atol=1e-4)
+
+
+def test_command_line_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "run.pt"
+    args = ["train", "--scale", "2", "--profile", "test", "--out", str(out), "--device", "cpu"]
+    assert irn.main(args + ["--steps", "2"]) == 0
+    with pytest.raises(SystemExit, match="--resume"):
+        irn.main(args + ["--steps", "3"])
+    assert irn.main(args + ["--steps", "3", "--resume"]) == 0
+    assert torch.load(out, weights_only=True)["step"] == 3
+    tuned = tmp_path / "tuned.pt"  # fine-tuning starts from the weights of another run
+    assert irn.main(["train", "--scale", "2", "--profile", "test", "--out", str(tuned), "--device", "cpu",
+                     "--steps", "1", "--lr", "1e-12", "--init", str(out)]) == 0
+    before, after = irn.load_irn(out).state_dict(), irn.load_irn(tuned).state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert irn.main(["evaluate", "--checkpoint", str(out), "--crop", "48"]) == 0
+    printed = capsys.readouterr().out
+    assert "astronaut" in printed and "mean" in printed
+
+
+def test_training_batches_never_use_the_held_out_photos():
+    from course_lib import data
+
+    with pytest.raises(ValueError, match="held-out"):
+        irn.make_batch_fn(32, 2, images=["rocket", data.EVAL_PHOTOS[0]])
+    sampler = irn.make_batch_fn(32, 2, scale=4)
+    assert set(sampler.source.names) == set(data.TRAIN_PHOTOS)
+    assert not set(sampler.source.names) & set(data.EVAL_PHOTOS)
+    batch = sampler(7)
+    assert batch.shape == (2, 3, 32, 32) and torch.equal(batch, sampler(7))
+
+
+def test_irn_plus_loss_adds_a_gan_term_with_the_official_weights():
+    model = irn.IRN(2, blocks=1, growth=4)
+    zero_logits = torch.nn.Conv2d(3, 1, 3)
+    torch.nn.init.zeros_(zero_logits.weight)
+    torch.nn.init.zeros_(zero_logits.bias)
+    x = rand_img(2, 3, 16, 16)
+    loss, logs, x_rec = irn.irn_plus_loss(model, x, zero_logits, generator=torch.Generator().manual_seed(0))
+    assert x_rec.shape == x.shape
+    assert logs["gan"] == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-6)  # D(x) = 1/2
+    assert loss.item() == pytest.approx(4 * logs["guide"] + 0.01 * logs["recon"] + logs["gan"], rel=1e-5)
