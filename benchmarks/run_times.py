@@ -1,5 +1,5 @@
-"""Print the wall time of the book build, of each notebook under the `test` profile, and of the
-unit tests, so that chapters can be held to a budget (60 s per notebook under `test`).
+"""Print the wall time of the book build, of each notebook under the `test` profile, of the
+unit tests and of the browser tests, so that chapters can be held to a budget (60 s per notebook under `test`).
 
     .venv/bin/python benchmarks/run_times.py [--skip-build] [--profile test] [notebooks...]
 
@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument("--profile", default="test", choices=["test", "cpu", "gpu"])
     parser.add_argument("--skip-build", action="store_true", help="do not time the book build")
     parser.add_argument("--skip-tests", action="store_true", help="do not time the unit tests")
+    parser.add_argument("--skip-browser", action="store_true", help="do not time the browser tests")
     args = parser.parse_args()
     env = {**os.environ, "COURSE_PROFILE": args.profile, "MPLBACKEND": "Agg"}
     if args.profile == "test":
@@ -71,6 +72,12 @@ def main() -> int:
     if not args.skip_tests:
         seconds, rc = run([sys.executable, "-m", "pytest", "tests/", "-q", "-n", "2"], env)
         rows.append(("unit tests (pytest -n 2)", seconds, "ok" if rc == 0 else f"exit {rc}"))
+        print(f"{rows[-1][0]:<55} {seconds:8.1f} s  {rows[-1][2]}", flush=True)
+
+    if not args.skip_browser:
+        seconds, rc = run([sys.executable, "-m", "pytest", "browser_tests/", "-q"], env)
+        rows.append(("browser tests (needs _build/html; builds it if missing)", seconds,
+                      "ok" if rc == 0 else f"exit {rc}"))
         print(f"{rows[-1][0]:<55} {seconds:8.1f} s  {rows[-1][2]}", flush=True)
 
     if not args.skip_build:
