@@ -1,7 +1,7 @@
 """Amortised MAP inference for super-resolution (Sønderby et al. 2017), chapter 3.
 
 * :mod:`.projection`: the affine projection layer ``f(y) = (I - A^+ A) g(y) + A^+ y`` with the
-  exact pseudo-inverse of :class:`course_lib.degradation.BlurDownsample` or a learned one.
+  exact pseudo-inverse of :class:`~course_lib.degradation.operators.BlurDownsample` or a learned one.
 * :mod:`.affgan`, :mod:`.affdg`, :mod:`.affll`: the three solvers of the cross-entropy objective.
 * :mod:`.baselines`: MSE, Aff-MSE and MAE regression, and the networks.
 * :mod:`.toy2d`: the 2D toy problem with an exact MAP; :mod:`.image_demo`: the image experiment.

@@ -3,7 +3,7 @@
 The most direct route to the cross-entropy ``E_y[-log p_X(f(y))]``: fit a density model
 ``p_model`` to HR samples by maximum likelihood, freeze it, and train the projected network to
 maximise ``log p_model(f(y))``. The paper calls it a baseline (it used an autoregressive model);
-here the density model is a normalizing flow from :mod:`course_lib.flows` (a RealNVP for the 2D
+here the density model is a normalizing flow from ``course_lib.flows`` (a RealNVP for the 2D
 toy, a small Glow for images), whose exact ``log_prob`` is differentiable in its input.
 
 The result can be no better than the density model: a flow that puts mass between the modes, or

@@ -144,7 +144,8 @@ def photo_task(*, scale: int = 4, kernel_size: int = 16, blur_sigma: float = 1.6
 
 # --------------------------------------------------------------------------- training
 def sr_network(task: ImageTask, *, projected: bool, features: int = 32, layers: int = 4) -> nn.Module:
-    """:class:`SRNet` for the task, wrapped in the exact affine projection when ``projected``."""
+    """:class:`~course_lib.amortised_map.baselines.SRNet` for the task, wrapped in the exact affine
+    projection when ``projected``."""
     net = SRNet(task.scale, task.channels, features, layers)
     return ProjectedNetwork(net, task.operator) if projected else net
 
@@ -179,7 +180,7 @@ def _warm_start(task: ImageTask, init: nn.Module | None) -> nn.Module:
 def train_image_affgan(task: ImageTask, steps: int, *, init: nn.Module | None = None, sigma_start: float = 0.1,
                        sigma_end: float = 0.01, lr_g: float = 1e-4, lr_d: float = 2e-4, d_steps: int = 1,
                        features: int = 32, device=None, seed: int = 0, progress: bool = True):
-    """AffGAN: the projected network against an :class:`ImageDiscriminator` with annealed instance noise.
+    """AffGAN: the projected network against an :class:`~course_lib.amortised_map.affgan.ImageDiscriminator` with annealed instance noise.
     Returns ``(generator, {"history": ..., "discriminator": ...})``."""
     torch.manual_seed(seed)
     generator = _warm_start(task, init)
@@ -193,7 +194,7 @@ def train_image_affgan(task: ImageTask, steps: int, *, init: nn.Module | None = 
 def train_image_denoiser(task: ImageTask, steps: int, *, sigma_min: float = 0.02, sigma_max: float = 0.3,
                          features: int = 32, layers: int = 5, lr: float = 1e-3, device=None, seed: int = 0,
                          progress: bool = True):
-    """A noise-conditional :class:`ConvDenoiser` on HR prior patches. Returns ``(denoiser, history)``."""
+    """A noise-conditional :class:`~course_lib.amortised_map.affdg.ConvDenoiser` on HR prior patches. Returns ``(denoiser, history)``."""
     torch.manual_seed(seed)
     denoiser = ConvDenoiser(task.channels, features, layers)
     history = train_denoiser(denoiser, task.prior, steps, sigma_min=sigma_min, sigma_max=sigma_max, lr=lr,
@@ -221,7 +222,7 @@ def train_image_affdg(task: ImageTask, steps: int, denoiser: nn.Module, *, init:
 
 def train_image_flow(task: ImageTask, steps: int, *, source: str = "prior", levels: int = 2, flow_steps: int = 4,
                      hidden: int = 32, lr: float = 1e-3, device=None, seed: int = 0, progress: bool = True):
-    """A small :class:`~course_lib.flows.Glow` fitted by maximum likelihood (dequantized) to HR
+    """A small :class:`~course_lib.flows.models.Glow` fitted by maximum likelihood (dequantized) to HR
     patches of ``task.prior`` (AffLL's prior) or ``task.judge`` (the independent judge).
     Returns ``(flow, history)``."""
     samplers = {"prior": task.prior, "judge": task.judge}

@@ -11,7 +11,7 @@ chooses the part of the image that ``A`` cannot see.
 
 Two ways to get ``A^+`` (the pseudo-inverse) for the blur-and-subsample operator:
 
-* **exact**: :class:`course_lib.degradation.BlurDownsample` applies ``A^+ = A^T (A A^T)^{-1}``
+* **exact**: :class:`~course_lib.degradation.operators.BlurDownsample` applies ``A^+ = A^T (A A^T)^{-1}``
   through the Fourier transform (periodic boundaries make ``A A^T`` circulant on the LR grid);
 * **learned**, the route of the paper: ``A^+`` commutes with shifts (shift ``y`` by one LR pixel and
   ``A^+ y`` shifts by ``s`` HR pixels), so it *is* a strided transposed convolution, only with an
