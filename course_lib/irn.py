@@ -53,11 +53,13 @@ from torch import nn
 from course_lib import config, training
 from course_lib.degradation import imresize
 from course_lib.flows import AdditiveAffineCoupling, FlowSequential, HaarDownsampling, InvertibleModule, subnet
+from course_lib.image_checks import CHANNELS
+from course_lib.image_checks import as_rgb_batch as _as_batch
+from course_lib.image_checks import check_divisible as _check_divisible
 
 Tensor = torch.Tensor
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
-CHANNELS = 3  # RGB
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,27 +77,6 @@ def check_scale(scale) -> int:
     return scale
 
 
-def _as_batch(img, name: str, where: str) -> tuple[Tensor, bool]:
-    """(3,H,W) or (N,3,H,W) float finite tensor -> (N,3,H,W) and whether a batch dim was added."""
-    if not isinstance(img, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(img).__name__}")
-    if not img.is_floating_point():
-        raise TypeError(f"{where}: {name} must be a floating tensor with values in [0, 1], got {img.dtype}")
-    if img.dim() not in (3, 4):
-        raise ValueError(f"{where}: {name} must have shape (3, H, W) or (N, 3, H, W), got {tuple(img.shape)}")
-    if img.shape[-3] != CHANNELS:
-        raise ValueError(f"{where}: {name} must be an RGB image with 3 channels, got {img.shape[-3]} "
-                         f"(shape {tuple(img.shape)})")
-    if not bool(torch.isfinite(img).all()):
-        raise ValueError(f"{where}: {name} contains non-finite values (NaN or Inf)")
-    return (img.unsqueeze(0), True) if img.dim() == 3 else (img, False)
-
-
-def _check_divisible(x: Tensor, scale: int, where: str) -> None:
-    h, w = x.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"{where}: image size {h}x{w} is not divisible by the scale {scale}; crop it "
-                         f"first, e.g. course_lib.degradation.mod_crop(img, {scale})")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -59,12 +59,13 @@ from course_lib.flows import (
     glow_step,
 )
 from course_lib.flows.subnets import ConvNet, DenseBlock
+from course_lib.image_checks import CHANNELS, check_divisible
+from course_lib.image_checks import as_rgb_batch as as_batch
 
 from .conditioning import ConditionEncoder
 
 Tensor = torch.Tensor
 
-CHANNELS = 3  # RGB
 MODES = ("sr", "rescale")
 # HCFlow's coupling clamp: log-scale = 0.318 atan(2 s) = 0.5 (2/pi) atan(s / 0.5), within (-0.5, 0.5)
 COUPLING_CLAMP = 0.5
@@ -97,28 +98,6 @@ def check_temperature(temperature) -> float:
     return float(temperature)
 
 
-def as_batch(img, name: str, where: str) -> tuple[Tensor, bool]:
-    """(3,H,W) or (N,3,H,W) finite float tensor -> (N,3,H,W) and whether a batch dim was added."""
-    if not isinstance(img, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(img).__name__}")
-    if not img.is_floating_point():
-        raise TypeError(f"{where}: {name} must be a floating tensor with values in [0, 1], got {img.dtype}")
-    if img.dim() not in (3, 4):
-        raise ValueError(f"{where}: {name} must have shape (3, H, W) or (N, 3, H, W), got {tuple(img.shape)}")
-    if img.shape[-3] != CHANNELS:
-        raise ValueError(f"{where}: {name} must be an RGB image with 3 channels, got {img.shape[-3]} "
-                         f"(shape {tuple(img.shape)})")
-    if not bool(torch.isfinite(img).all()):
-        raise ValueError(f"{where}: {name} contains non-finite values (NaN or Inf)")
-    return (img.unsqueeze(0), True) if img.dim() == 3 else (img, False)
-
-
-def check_divisible(x: Tensor, scale: int, where: str) -> None:
-    h, w = x.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"{where}: image size {h}x{w} is not divisible by the scale {scale} (2^levels); "
-                         f"crop it first, e.g. course_lib.degradation.mod_crop(img, {scale}). "
-                         "Non-square images are fine.")
 
 
 # ------------------------------------------------------------------------------------------------
