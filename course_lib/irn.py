@@ -14,6 +14,9 @@ Architecture (paper sec. 3.2; official ``InvRescaleNet``): ``log2(scale)`` stage
 
 with ``x1`` = the first 3 channels (the low-pass image) and dense-block subnets phi, rho, eta.
 After the last stage the first 3 channels are the LR image and the other ``3 s^2 - 3`` are ``z``.
+``downscale(model, hr)`` gives the 8-bit LR image and ``upscale(model, lr, T)`` the HR image for a
+fresh ``z ~ N(0, T^2 I)``: ``irn.downscale``, ``irn.upscale`` and ``irn.quantize`` are the functions
+of :mod:`course_lib.rescaling`, shared with HCFlow.
 
 Training objective (paper eq. 7-10; official ``IRN_model.py``)::
 
@@ -43,19 +46,30 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from course_lib import config, training
+from course_lib import config, rescaling, training
+from course_lib.data import training_sampler
 from course_lib.degradation import imresize
 from course_lib.flows import AdditiveAffineCoupling, FlowSequential, HaarDownsampling, InvertibleModule, subnet
-from course_lib.image_checks import CHANNELS
-from course_lib.image_checks import as_rgb_batch as _as_batch
-from course_lib.image_checks import check_divisible as _check_divisible
+from course_lib.rescaling import (
+    CHANNELS,
+    RescalingFlow,
+    as_rgb_batch,
+    check_divisible,
+    evaluation_images,
+    round_8bit,
+)
+
+# Shared with HCFlow and kept under the names chapter 5 uses (irn.quantize, irn.make_batch_fn, ...).
+from course_lib.data import training_sampler as make_batch_fn
+from course_lib.rescaling import downscale, quantize, upscale
+from course_lib.training import export_weights
 
 Tensor = torch.Tensor
 
@@ -69,14 +83,7 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 def check_scale(scale) -> int:
     """Return ``scale`` as an int if it is a power of two >= 2 (IRN stacks x2 Haar stages)."""
-    if isinstance(scale, bool) or not isinstance(scale, int):
-        raise TypeError(f"scale must be an int power of two (2, 4, 8, ...), got {scale!r}")
-    if scale < 2 or scale & (scale - 1):
-        raise ValueError(f"scale must be a power of two >= 2 (2, 4, 8, ...), got {scale}: "
-                         "IRN downscales by x2 per Haar stage")
-    return scale
-
-
+    return rescaling.check_scale(scale, "IRN downscales by x2 per Haar stage")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,7 +91,7 @@ def check_scale(scale) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-class IRN(InvertibleModule):
+class IRN(RescalingFlow):
     """The IRN bijection ``x (N,3,H,W) -> (N, 3 s^2, H/s, W/s)`` = ``[y | z]`` (Xiao et al. 2020).
 
     Args:
@@ -93,8 +100,11 @@ class IRN(InvertibleModule):
         growth: channels of each conv in the dense-block subnets. Paper: 32.
         clamp: bound of the log-scale in the couplings (paper/official code: 1).
 
-    ``forward(x) -> (out, logdet)`` and ``inverse(out) -> x`` follow the flows contract; use
-    :meth:`encode` / :meth:`decode` (or :func:`downscale` / :func:`upscale`) for ``(y, z)``.
+    ``forward(x) -> (out, logdet)`` and ``inverse(out) -> x`` follow the flows contract; the
+    ``(y, z)`` views ``encode`` / ``decode`` / ``sample_z`` come from
+    :class:`course_lib.rescaling.RescalingFlow`, images in and out from
+    :func:`course_lib.rescaling.downscale` / :func:`course_lib.rescaling.upscale` (also
+    ``irn.downscale`` / ``irn.upscale``).
     """
 
     def __init__(self, scale: int = 4, blocks: int | Sequence[int] = 8, growth: int = 32,
@@ -127,86 +137,17 @@ class IRN(InvertibleModule):
         """Checkpoint tag; a checkpoint of another scale is refused when loading."""
         return f"irn-x{self.scale}"
 
-    @property
-    def z_channels(self) -> int:
-        return self.out_channels - CHANNELS
-
     def extra_repr(self) -> str:
         return f"scale={self.scale}, blocks={self.blocks}, growth={self.growth}, clamp={self.clamp}"
 
     # -- the flows contract ---------------------------------------------------------------------
     def _forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        if x.dim() != 4 or x.shape[1] != CHANNELS:
-            raise ValueError(f"IRN.forward expects (N, 3, H, W), got {tuple(x.shape)}")
-        _check_divisible(x, self.scale, "IRN.forward")
+        self._check_hr(x, "IRN.forward")
         return self.flow._forward(x, None)
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
-        if z.dim() != 4 or z.shape[1] != self.out_channels:
-            raise ValueError(f"IRN.inverse expects (N, {self.out_channels}, h, w) = [LR | z], "
-                             f"got {tuple(z.shape)}")
+        self._check_packed(z, "IRN.inverse")
         return self.flow._inverse(z, None)
-
-    # -- (y, z) views ---------------------------------------------------------------------------
-    def encode(self, hr: Tensor) -> tuple[Tensor, Tensor]:
-        """HR (N,3,H,W) -> (LR (N,3,H/s,W/s) before quantisation, z (N,3s^2-3,H/s,W/s))."""
-        out, _ = self(hr)
-        return out[:, :CHANNELS], out[:, CHANNELS:]
-
-    def decode(self, lr: Tensor, z: Tensor) -> Tensor:
-        """(LR, z) -> HR, the exact inverse of :meth:`encode`."""
-        if lr.shape[0] != z.shape[0] or lr.shape[2:] != z.shape[2:] or z.shape[1] != self.z_channels:
-            raise ValueError(f"decode: z must have shape (N, {self.z_channels}, h, w) matching the LR "
-                             f"{tuple(lr.shape)}, got {tuple(z.shape)}")
-        return self.inverse(torch.cat([lr, z], dim=1))
-
-    def sample_z(self, lr: Tensor, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, temperature^2 I) of the shape that goes with ``lr`` (N,3,h,w)."""
-        shape = (lr.shape[0], self.z_channels, *lr.shape[2:])
-        device = generator.device if generator is not None else lr.device
-        z = torch.randn(shape, generator=generator, device=device, dtype=lr.dtype)
-        return temperature * z.to(lr.device)
-
-
-def quantize(x: Tensor) -> Tensor:
-    """8-bit quantiser with a straight-through gradient (official ``Quantization``).
-
-    Forward: ``round(clamp(x, 0, 1) * 255) / 255``; backward: the identity (Bengio et al. 2013),
-    so the reconstruction loss trains the downscaler through the rounding.
-    """
-    q = torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
-    return x + (q - x).detach()
-
-
-def downscale(model: IRN, hr: Tensor) -> Tensor:
-    """HR ``(3,H,W)`` or ``(N,3,H,W)`` in [0, 1] -> the 8-bit-quantised LR image (same rank).
-
-    Gradients pass the quantiser straight through; wrap in ``torch.no_grad()`` for inference.
-    ``H`` and ``W`` must be divisible by ``model.scale`` (crop with ``degradation.mod_crop``).
-    """
-    x, added = _as_batch(hr, "hr", "downscale")
-    _check_divisible(x, model.scale, "downscale")
-    lr, _ = model.encode(x)
-    lr = quantize(lr)
-    return lr[0] if added else lr
-
-
-def upscale(model: IRN, lr: Tensor, temperature: float = 1.0,
-            generator: torch.Generator | None = None, *, clamp: bool = True) -> Tensor:
-    """LR ``(3,h,w)`` or ``(N,3,h,w)`` -> HR ``s`` times larger, with ``z ~ N(0, temperature^2 I)``.
-
-    ``temperature=0`` uses ``z = 0`` (the mode). The result is clamped to [0, 1] unless
-    ``clamp=False``. Only an LR made by the same model's :func:`downscale` is upscaled well.
-    """
-    y, added = _as_batch(lr, "lr", "upscale")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
-    z = model.sample_z(y, float(temperature), generator)
-    hr = model.decode(y, z)
-    if clamp:
-        hr = hr.clamp(0.0, 1.0)
-    return hr[0] if added else hr
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,8 +206,8 @@ def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
     surrogate; ``recon`` inverts the *quantised* y with a *freshly sampled* z (official code).
     ``weights`` defaults to :meth:`LossWeights.paper`.
     """
-    x, _ = _as_batch(hr, "hr", "irn_loss")
-    _check_divisible(x, model.scale, "irn_loss")
+    x, _ = as_rgb_batch(hr, "hr", "irn_loss")
+    check_divisible(x, model.scale, "irn_loss")
     w = weights if weights is not None else LossWeights.paper(model.scale)
     lr, z = model.encode(x)
     l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
@@ -289,8 +230,8 @@ def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, lambda_fi
     here). Uses the non-saturating GAN loss. Returns ``(loss, logs, x_rec)``; train the
     discriminator on ``x_rec.detach()`` versus ``hr`` yourself.
     """
-    x, _ = _as_batch(hr, "hr", "irn_plus_loss")
-    _check_divisible(x, model.scale, "irn_plus_loss")
+    x, _ = as_rgb_batch(hr, "hr", "irn_plus_loss")
+    check_divisible(x, model.scale, "irn_plus_loss")
     lambda_fit = float(model.scale**2) if lambda_fit is None else lambda_fit
     lr, _ = model.encode(x)
     l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
@@ -308,32 +249,6 @@ def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, lambda_fi
 # ------------------------------------------------------------------------------------------------
 
 
-def make_batch_fn(patch: int, batch: int, *, scale: int | None = None, seed: int = 0,
-                  dead_leaves_fraction: float = 0.25,
-                  images: Sequence | None = None) -> Callable[[int], Tensor]:
-    """``batch_fn(step) -> (batch, 3, patch, patch)``: random flipped/rotated patches of
-    ``data.TRAIN_PHOTOS`` (or ``images``), a fraction of them fresh dead-leaves images;
-    deterministic in the step (exact resume). The held-out ``data.EVAL_PHOTOS`` are never used."""
-    from course_lib import data
-
-    images = list(images) if images is not None else list(data.TRAIN_PHOTOS)
-    leaked = [name for name in images if isinstance(name, str) and name in data.EVAL_PHOTOS]
-    if leaked:
-        raise ValueError(f"{leaked} are held-out evaluation photos; do not train on them")
-    return data.PatchSampler(images, patch, batch, seed=seed, augment=True, scale=scale,
-                             dead_leaves_fraction=dead_leaves_fraction)
-
-
-def _center_crop(img: Tensor, size: int | None, scale: int) -> Tensor:
-    h, w = img.shape[-2:]
-    if size is not None:
-        th, tw = min(size, h), min(size, w)
-        top, left = (h - th) // 2, (w - tw) // 2
-        img = img[..., top:top + th, left:left + tw]
-        h, w = th, tw
-    return img[..., : h - h % scale, : w - w % scale]
-
-
 @torch.no_grad()
 def evaluate(model: IRN, photos: Sequence[str] | Sequence[Tensor] | None = None, *,
              crop: int | None = None, temperature: float = 1.0, draws: int = 1, seed: int = 0,
@@ -347,32 +262,26 @@ def evaluate(model: IRN, photos: Sequence[str] | Sequence[Tensor] | None = None,
     means (``hr_psnr``, ``hr_ssim``, ``lr_psnr``, ``lr_ssim``, ``bicubic_psnr``, ``bicubic_ssim``)
     and per-image ``rows``.
     """
-    from course_lib import data, metrics
+    from course_lib import metrics
     from course_lib.degradation import bicubic_downscale
 
-    if photos is None:
-        photos = data.EVAL_PHOTOS
     if not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive int, got {draws!r}")
     s = model.scale
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     rows = []
-    for i, photo in enumerate(photos):
-        name = photo if isinstance(photo, str) else f"image{i}"
-        hr = data.load_photo(photo) if isinstance(photo, str) else photo
-        hr = _center_crop(hr, crop, s).unsqueeze(0).to(device)
+    for name, hr in evaluation_images(model, photos, crop, device):
         lr = downscale(model, hr)
         hr_psnr, hr_ssim = [], []
         for _ in range(draws):
             sr = upscale(model, lr, temperature, generator=gen)
-            sr = torch.round(sr * 255) / 255  # evaluated as saved 8-bit images
+            sr = round_8bit(sr)  # evaluated as saved 8-bit images
             hr_psnr.append(metrics.psnr(sr, hr, shave=s))
             hr_ssim.append(metrics.ssim(sr, hr, shave=s))
         lr_bic = bicubic_downscale(hr, s, quantize=True)
-        up = torch.round(imresize(lr_bic, s).clamp(0, 1) * 255) / 255
+        up = round_8bit(imresize(lr_bic, s))
         rows.append({
             "image": name,
             "hr_psnr": float(sum(map(float, hr_psnr)) / draws),
@@ -455,8 +364,8 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     device = torch.device(device) if device is not None else config.get_device()
     model = model if model is not None else IRN(scale, cfg.blocks, cfg.growth)
     model.to(device)
-    batch_fn = make_batch_fn(cfg.patch, cfg.batch, scale=scale, seed=seed,
-                             dead_leaves_fraction=cfg.dead_leaves_fraction)
+    batch_fn = training_sampler(cfg.patch, cfg.batch, scale=scale, seed=seed,
+                                dead_leaves_fraction=cfg.dead_leaves_fraction)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})
@@ -475,18 +384,6 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
         tag=model.tag, device=device, desc=f"IRN x{scale}", progress=progress,
     )
     return model, history
-
-
-def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Copy a training checkpoint without the optimiser/scheduler state (a third of the size);
-    the result still loads with :func:`course_lib.training.load_weights` and ``weights_only=True``."""
-    state = training.load_checkpoint(checkpoint)
-    state = {**state, "optimizers": {}, "schedulers": {}, "rng_cuda": []}
-    state["modules"] = {k: {n: t.detach().cpu() for n, t in m.items()} for k, m in state["modules"].items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -599,12 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         model, history = train(scale, cfg, checkpoint=out, seed=args.seed, device=device, amp=args.amp,
                                eval_every=args.eval_every, model=init)
-        wall = time.perf_counter() - start
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"done: {history.steps[-1] if history.steps else 0} steps, {n_params} parameters, "
-              f"{wall:.0f} s this session ({history.seconds:.0f} s training in total); checkpoint {out}")
-        if args.weights:
-            print(f"weights-only copy: {export_weights(out, args.weights)}")
+        rescaling.report_training(model, history, time.perf_counter() - start, out, args.weights)
         return 0
     model = load_irn(args.scale if args.scale is not None else args.checkpoint)
     results = evaluate(model, crop=args.crop, draws=args.draws, temperature=args.temperature)

@@ -331,6 +331,19 @@ def load_weights(module: nn.Module, path: str | os.PathLike, *, tag: str | None 
     return module
 
 
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy a checkpoint without the optimiser and scheduler state (about a third of the size with
+    Adam): the tag, step, history and weights (on the CPU) stay, so the copy still loads with
+    :func:`load_weights` (``weights_only=True``) and the models' loaders. Returns ``out``."""
+    state = load_checkpoint(checkpoint)
+    state = {**state, "optimizers": {}, "schedulers": {}, "rng_cuda": []}
+    state["modules"] = {k: {n: t.detach().cpu() for n, t in m.items()} for k, m in state["modules"].items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out
+
+
 def _move(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)

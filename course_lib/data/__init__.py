@@ -7,7 +7,7 @@ install with themselves; everything else is generated.
 from __future__ import annotations
 
 from .dead_leaves import dead_leaves, dead_leaves_batch
-from .patches import PatchDataset, PatchSampler, dihedral, seeded_generator
+from .patches import PatchDataset, PatchSampler, dihedral, seeded_generator, training_sampler
 from .photos import (
     EVAL_PHOTOS,
     EXTRA_PHOTOS,
@@ -35,7 +35,7 @@ __all__ = [
     "EVAL_PHOTOS", "TRAIN_PHOTOS", "EXTRA_PHOTOS", "list_photos", "photo_info", "load_photo",
     "load_image", "to_numpy_image", "from_numpy_image", "rgb_to_luma",
     "dead_leaves", "dead_leaves_batch",
-    "PatchSampler", "PatchDataset", "dihedral", "seeded_generator",
+    "PatchSampler", "PatchDataset", "dihedral", "seeded_generator", "training_sampler",
     "Toy2D", "GaussianMixture", "Rings", "TwoMoons", "Ridge", "EntropyEstimate", "make_toy",
     "TOY_NAMES",
 ]

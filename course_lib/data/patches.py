@@ -4,7 +4,8 @@
 ``sampler(step)`` returns the same batch for the same ``(seed, step)`` whatever happened before,
 so a resumed training run sees exactly the batches an uninterrupted one would have seen.
 :class:`PatchDataset` offers the same patches as a ``torch.utils.data.Dataset`` (item ``i`` is a
-fixed patch) for use with a ``DataLoader``.
+fixed patch) for use with a ``DataLoader``. :func:`training_sampler` is the sampler the paper
+models (IRN, HCFlow) train with: the training photos and dead leaves, never a held-out photo.
 
 How a patch is drawn (from one ``torch.Generator`` seeded by ``(seed, step)`` or ``(seed, i)``):
 
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 
 from .dead_leaves import dead_leaves
-from .photos import load_photo
+from .photos import EVAL_PHOTOS, TRAIN_PHOTOS, load_photo
 
-__all__ = ["PatchSampler", "PatchDataset", "dihedral", "seeded_generator"]
+__all__ = ["PatchSampler", "PatchDataset", "dihedral", "seeded_generator", "training_sampler"]
 
 
 def dihedral(x: torch.Tensor, t: int, *, inverse: bool = False) -> torch.Tensor:
@@ -200,6 +201,20 @@ class PatchSampler:
 
     def __call__(self, step: int) -> torch.Tensor:
         return self.source.draw(seeded_generator(self.seed, step), self.batch_size)
+
+
+def training_sampler(patch: int, batch: int, *, scale: int | None = None, seed: int = 0,
+                     dead_leaves_fraction: float = 0.25, images: Sequence | None = None) -> PatchSampler:
+    """The training batches of the paper models (IRN, HCFlow): a :class:`PatchSampler` with
+    ``sampler(step) -> (batch, 3, patch, patch)`` flipped/rotated patches of ``TRAIN_PHOTOS`` (or
+    ``images``, names or tensors), a fraction ``dead_leaves_fraction`` of them fresh dead-leaves
+    images; deterministic in the step (exact resume). Names of held-out ``EVAL_PHOTOS`` are refused."""
+    images = list(images) if images is not None else list(TRAIN_PHOTOS)
+    leaked = [name for name in images if isinstance(name, str) and name in EVAL_PHOTOS]
+    if leaked:
+        raise ValueError(f"{leaked} are held-out evaluation photos; do not train on them")
+    return PatchSampler(images, patch, batch, seed=seed, augment=True, scale=scale,
+                        dead_leaves_fraction=dead_leaves_fraction)
 
 
 class PatchDataset(torch.utils.data.Dataset):

@@ -6,8 +6,9 @@ Framework for Image Super-Resolution and Image Rescaling", ICCV 2021. One biject
 reference LR image, and each lost high-frequency band ``a_l`` gets a conditional flow and a
 conditional Gaussian whose parameters come from the coarser levels (the hierarchy).
 
-* :mod:`.model`: :class:`HCFlow` (built from :mod:`course_lib.flows`), :func:`downscale`,
-  :func:`upscale`, :func:`sample`, with the interface of :mod:`course_lib.irn`.
+* :mod:`.model`: :class:`HCFlow` (built from :mod:`course_lib.flows`) and :func:`sample`; like IRN,
+  a :class:`course_lib.rescaling.RescalingFlow`, so ``downscale``, ``upscale``, ``quantize`` and
+  ``center_crop`` here are those of :mod:`course_lib.rescaling`.
 * :mod:`.conditioning`: the RRDB feature extractor of each level.
 * :mod:`.losses`: NLL with the Dirac LR term (SR, HCFlow+/++), the three rescaling losses.
 * :mod:`.train`: training on the shared loop, evaluation, checkpoints (:func:`load_hcflow`).
@@ -17,6 +18,11 @@ Command line: ``python -m course_lib.hcflow train --mode sr|rescale --scale 4 --
 """
 
 from __future__ import annotations
+
+# Shared with IRN and kept under the names chapter 6 uses (hcflow.downscale, hcflow.make_batch_fn, ...).
+from course_lib.data import training_sampler as make_batch_fn
+from course_lib.rescaling import center_crop, downscale, quantize, upscale
+from course_lib.training import export_weights
 
 from .conditioning import RRDB, ConditionEncoder, ResidualDenseBlock
 from .losses import (
@@ -38,21 +44,15 @@ from .model import (
     HCFlow,
     check_mode,
     check_scale,
-    downscale,
-    quantize,
     sample,
-    upscale,
 )
 from .train import (
     PROFILES,
     TrainConfig,
-    center_crop,
     count_parameters,
     evaluate,
-    export_weights,
     format_results,
     load_hcflow,
-    make_batch_fn,
     pretrained_path,
     train,
     train_config,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from course_lib import config
+from course_lib import config, rescaling
 
 from .model import check_scale
-from .train import PROFILES, count_parameters, export_weights, format_results, load_hcflow, train, train_config
+from .train import count_parameters, format_results, load_hcflow, train, train_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,13 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         model, history = train(args.mode, scale, cfg, checkpoint=out, seed=args.seed, device=device,
                                eval_every=args.eval_every, progress=not args.no_progress, model=model)
-        wall = time.perf_counter() - start
-        last = {k: round(v[-1], 4) for k, v in history.logs.items()}
-        print(f"done: {history.steps[-1] if history.steps else 0} steps, {count_parameters(model)} parameters, "
-              f"{wall:.0f} s this session ({history.seconds:.0f} s training in total); last logs {last}; "
-              f"checkpoint {out}", flush=True)
-        if args.weights:
-            print(f"weights-only copy: {export_weights(out, args.weights)}")
+        rescaling.report_training(model, history, time.perf_counter() - start, out, args.weights,
+                                  last_logs=True)
         return 0
     model = load_hcflow(args.mode if args.mode else args.checkpoint)
     results = evaluate(model, crop=args.crop, draws=args.draws, temperature=args.temperature, nll=args.nll)

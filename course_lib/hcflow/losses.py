@@ -29,8 +29,9 @@ from torch import nn
 
 from course_lib.degradation import bicubic_downscale
 from course_lib.flows import gaussian_log_prob
+from course_lib.rescaling import CHANNELS, as_rgb_batch, check_divisible, quantize
 
-from .model import CHANNELS, HCFlow, as_batch, check_divisible, check_temperature, quantize
+from .model import HCFlow
 
 Tensor = torch.Tensor
 
@@ -72,9 +73,9 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
     """``log p(hr | lr)`` per image in nats, shape (N,) (module docstring; dequantised, so a bound
     on the discrete likelihood). ``lr`` defaults to :func:`reference_lr`. ``quant=1`` with
     ``generator`` fixed, or pass already continuous data with ``quant=None`` and the model's mode."""
-    x, _ = as_batch(hr, "hr", "log_likelihood")
+    x, _ = as_rgb_batch(hr, "hr", "log_likelihood")
     check_divisible(x, model.scale, "log_likelihood")
-    lr_ref = reference_lr(x, model.scale) if lr is None else as_batch(lr, "lr", "log_likelihood")[0]
+    lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "log_likelihood")[0]
     if lr_ref.shape[-2:] != (x.shape[-2] // model.scale, x.shape[-1] // model.scale):
         raise ValueError(f"lr {tuple(lr_ref.shape)} must be 1/{model.scale} the size of hr {tuple(x.shape)}")
     y, ld_deq = dequantize(x, quant if quant is not None else QUANT[model.mode], generator)
@@ -87,7 +88,7 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
 
 def nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, **kwargs) -> Tensor:
     """``-log p(hr | lr) / (3 H W ln 2)`` per image (bits per HR dimension)."""
-    x, _ = as_batch(hr, "hr", "nll_bits_per_dim")
+    x, _ = as_rgb_batch(hr, "hr", "nll_bits_per_dim")
     return -log_likelihood(model, x, lr, **kwargs) / (x[0].numel() * math.log(2.0))
 
 
@@ -131,9 +132,9 @@ def sr_loss(model: HCFlow, hr: Tensor, weights: SRLossWeights | None = None, *, 
     from course_lib import losses
 
     w = weights if weights is not None else SRLossWeights()
-    x, _ = as_batch(hr, "hr", "sr_loss")
+    x, _ = as_rgb_batch(hr, "hr", "sr_loss")
     check_divisible(x, model.scale, "sr_loss")
-    lr_ref = reference_lr(x, model.scale) if lr is None else as_batch(lr, "lr", "sr_loss")[0]
+    lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "sr_loss")[0]
     bpd = nll_bits_per_dim(model, x, lr_ref, generator=generator).mean()
     total = w.nll * bpd
     logs = {"nll_bpd": bpd.item()}
@@ -144,7 +145,7 @@ def sr_loss(model: HCFlow, hr: Tensor, weights: SRLossWeights | None = None, *, 
         total = total + w.l1 * l1
         logs["l1"] = l1.item()
     if w.perceptual or w.gan:
-        sr_t = model.decode(lr_ref, model.sample_z(lr_ref, check_temperature(w.temperature), generator))
+        sr_t = model.decode(lr_ref, model.sample_z(lr_ref, w.temperature, generator))
         if w.perceptual:
             if perceptual is None:
                 raise ValueError("the perceptual weight is non-zero: pass perceptual=<loss module>")
@@ -185,14 +186,14 @@ def rescaling_loss(model: HCFlow, hr: Tensor, weights: RescalingLossWeights | No
     *fresh* ``eps' ~ N(0, T^2 I)``; ``hr`` = mean absolute error to the input.
     """
     w = weights if weights is not None else RescalingLossWeights()
-    x, _ = as_batch(hr, "hr", "rescaling_loss")
+    x, _ = as_rgb_batch(hr, "hr", "rescaling_loss")
     check_divisible(x, model.scale, "rescaling_loss")
     lr, z = model.encode(x)
     lr_c = lr.clamp(0.0, 1.0)
     l_lr = ((lr_c - reference_lr(x, model.scale)) ** 2).mean()
     l_z = (z**2).mean()
     lr_q = quantize(lr_c)
-    x_rec = model.decode(lr_q, model.sample_z(lr_q, check_temperature(w.temperature), generator))
+    x_rec = model.decode(lr_q, model.sample_z(lr_q, w.temperature, generator))
     l_hr = (x_rec - x).abs().mean()
     total = w.lr * l_lr + w.z * l_z + w.hr * l_hr
     return total, {"lr": l_lr.item(), "z": l_z.item(), "hr": l_hr.item()}

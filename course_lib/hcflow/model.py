@@ -23,10 +23,18 @@ only, a baseline with the same parameter budget.
 
 The whole map ``x -> [LR | eps_L | ... | eps_1]`` (every eps packed to LR resolution with
 pixel-unshuffle, ``3 s^2`` channels in all, like IRN's ``[y | z]``) is one
-:class:`~course_lib.flows.InvertibleModule`: ``forward(x) -> (z, logdet)``, ``inverse(z) -> x``.
-:meth:`HCFlow.encode` / :meth:`HCFlow.decode` / :meth:`HCFlow.sample_z` and the functions
-:func:`downscale` / :func:`upscale` have exactly the signatures of :mod:`course_lib.irn`, so the
-two models are interchangeable in code.
+:class:`~course_lib.rescaling.RescalingFlow`: ``forward(x) -> (z, logdet)``, ``inverse(z) -> x``,
+and ``encode`` / ``decode`` / ``sample_z`` as for IRN. The images-in, images-out functions are
+those of :mod:`course_lib.rescaling` (``hcflow.downscale`` is ``irn.downscale``, and so on), so the
+two models are interchangeable in code. What they mean for HCFlow:
+
+* ``downscale(model, hr)``: in rescaling mode the learned downscaler; in SR mode the flow's
+  estimate of the bicubic LR image, 8-bit quantised.
+* ``upscale(model, lr, temperature)``: in SR mode one sample of the learned distribution of HR
+  images given a (bicubic) LR image, and ``temperature=0`` gives the most likely high frequencies
+  of every level (deterministic); in rescaling mode the inverse of ``downscale``.
+* ``sample_z`` draws ``z ~ N(0, T^2 I)``; the conditional Gaussians turn it into high frequencies
+  with the right mean and spread when decoding.
 
 Two modes (official ``FlowNet_SR_x4.py`` / ``FlowNet_Rescaling_x4.py``):
 
@@ -47,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib import rescaling
 from course_lib.flows import (
     ActNorm,
     AdditiveCoupling,
@@ -59,8 +68,7 @@ from course_lib.flows import (
     glow_step,
 )
 from course_lib.flows.subnets import ConvNet, DenseBlock
-from course_lib.image_checks import CHANNELS, check_divisible
-from course_lib.image_checks import as_rgb_batch as as_batch
+from course_lib.rescaling import CHANNELS, RescalingFlow, as_rgb_batch, upscale
 
 from .conditioning import ConditionEncoder
 
@@ -72,32 +80,19 @@ COUPLING_CLAMP = 0.5
 
 
 # ------------------------------------------------------------------------------------------------
-# validation helpers (the same messages as course_lib.irn)
+# validation helpers (the messages of course_lib.rescaling, as for IRN)
 # ------------------------------------------------------------------------------------------------
 
 
 def check_scale(scale) -> int:
     """Return ``scale`` if it is an int power of two >= 2 (one flow level per x2)."""
-    if isinstance(scale, bool) or not isinstance(scale, int):
-        raise TypeError(f"scale must be an int power of two (2, 4, 8, ...), got {scale!r}")
-    if scale < 2 or scale & (scale - 1):
-        raise ValueError(f"scale must be a power of two >= 2 (2, 4, 8, ...), got {scale}: "
-                         "HCFlow halves the resolution once per level")
-    return scale
+    return rescaling.check_scale(scale, "HCFlow halves the resolution once per level")
 
 
 def check_mode(mode) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return mode
-
-
-def check_temperature(temperature) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
-    return float(temperature)
-
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,7 +150,7 @@ class Architecture:
 # ------------------------------------------------------------------------------------------------
 
 
-class HCFlow(InvertibleModule):
+class HCFlow(RescalingFlow):
     """Hierarchical conditional flow ``x (N,3,H,W) <-> [LR | z] (N, 3 s^2, H/s, W/s)``.
 
     Args:
@@ -251,10 +246,6 @@ class HCFlow(InvertibleModule):
         """Checkpoint tag, e.g. ``hcflow-sr-x4``; a checkpoint of another mode/scale is refused."""
         return f"hcflow-{self.mode}-x{self.scale}"
 
-    @property
-    def z_channels(self) -> int:
-        return self.out_channels - CHANNELS
-
     def config(self) -> dict:
         """Everything needed to rebuild this model (stored next to the weights in checkpoints)."""
         return {"scale": self.scale, "mode": self.mode, "hierarchical": self.hierarchical,
@@ -262,11 +253,6 @@ class HCFlow(InvertibleModule):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, mode={self.mode!r}, hierarchical={self.hierarchical}, {self.arch}"
-
-    def _check_hr(self, x: Tensor, where: str) -> None:
-        if x.dim() != 4 or x.shape[1] != CHANNELS:
-            raise ValueError(f"{where} expects (N, 3, H, W), got {tuple(x.shape)}")
-        check_divisible(x, self.scale, where)
 
     # -- conditioning -----------------------------------------------------------------------------
     def features(self, level: int, kept: Tensor, lr: Tensor, coarser: Tensor | None) -> Tensor:
@@ -352,33 +338,8 @@ class HCFlow(InvertibleModule):
         return torch.cat([lr, self.pack(eps)], dim=1), logdet
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
-        if z.dim() != 4 or z.shape[1] != self.out_channels:
-            raise ValueError(f"HCFlow.inverse expects (N, {self.out_channels}, h, w) = [LR | z], "
-                             f"got {tuple(z.shape)}")
+        self._check_packed(z, "HCFlow.inverse")
         return self._decode(z[:, :CHANNELS], self.latents(z[:, CHANNELS:]))
-
-    # -- (LR, z) views, as in course_lib.irn --------------------------------------------------------
-    def encode(self, hr: Tensor) -> tuple[Tensor, Tensor]:
-        """HR (N,3,H,W) -> (LR (N,3,H/s,W/s) before quantisation, z (N,3s^2-3,H/s,W/s))."""
-        out, _ = self(hr)
-        return out[:, :CHANNELS], out[:, CHANNELS:]
-
-    def decode(self, lr: Tensor, z: Tensor) -> Tensor:
-        """(LR, z) -> HR, the exact inverse of :meth:`encode`."""
-        if lr.shape[0] != z.shape[0] or lr.shape[2:] != z.shape[2:] or z.shape[1] != self.z_channels:
-            raise ValueError(f"decode: z must have shape (N, {self.z_channels}, h, w) matching the LR "
-                             f"{tuple(lr.shape)}, got {tuple(z.shape)}")
-        return self.inverse(torch.cat([lr, z], dim=1))
-
-    def sample_z(self, lr: Tensor, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, temperature^2 I) of the shape that goes with ``lr`` (N,3,h,w). The conditional
-        Gaussians turn it into high frequencies with the right mean and spread in :meth:`decode`."""
-        temperature = check_temperature(temperature)
-        shape = (lr.shape[0], self.z_channels, *lr.shape[2:])
-        device = generator.device if generator is not None else lr.device
-        z = torch.randn(shape, generator=generator, device=device, dtype=lr.dtype)
-        return temperature * z.to(lr.device)
 
     def level_terms(self, x: Tensor) -> dict[str, Tensor]:
         """The pieces of ``log p`` per image (nats, shape (N,)), for looking inside the density:
@@ -416,51 +377,15 @@ class HCFlow(InvertibleModule):
 
 
 # ------------------------------------------------------------------------------------------------
-# images in, images out (the course_lib.irn interface)
+# many samples of one image
 # ------------------------------------------------------------------------------------------------
-
-
-def quantize(x: Tensor) -> Tensor:
-    """8-bit quantiser with a straight-through gradient (HCFlow's and IRN's ``Quantization``):
-    ``round(clamp(x, 0, 1) * 255) / 255`` forward, identity backward."""
-    q = torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
-    return x + (q - x).detach()
-
-
-def downscale(model: HCFlow, hr: Tensor) -> Tensor:
-    """HR ``(3,H,W)`` or ``(N,3,H,W)`` in [0, 1] -> the flow's 8-bit-quantised LR image (same rank).
-
-    In rescaling mode this is the learned downscaler; in SR mode it is the flow's estimate of the
-    bicubic LR. ``H`` and ``W`` must be divisible by ``model.scale``.
-    """
-    x, added = as_batch(hr, "hr", "downscale")
-    check_divisible(x, model.scale, "downscale")
-    lr, _ = model.encode(x)
-    lr = quantize(lr)
-    return lr[0] if added else lr
-
-
-def upscale(model: HCFlow, lr: Tensor, temperature: float = 1.0,
-            generator: torch.Generator | None = None, *, clamp: bool = True) -> Tensor:
-    """LR ``(3,h,w)`` or ``(N,3,h,w)`` -> HR ``s`` times larger, with ``z ~ N(0, temperature^2 I)``.
-
-    SR mode: one sample of the learned distribution of HR images given a (bicubic) LR image;
-    ``temperature=0`` gives the most likely high frequencies of every level (deterministic).
-    Rescaling mode: the inverse of :func:`downscale`. Clamped to [0, 1] unless ``clamp=False``.
-    """
-    y, added = as_batch(lr, "lr", "upscale")
-    z = model.sample_z(y, check_temperature(temperature), generator)
-    hr = model.decode(y, z)
-    if clamp:
-        hr = hr.clamp(0.0, 1.0)
-    return hr[0] if added else hr
 
 
 @torch.no_grad()
 def sample(model: HCFlow, lr: Tensor, n: int, temperature: float = 0.9,
            generator: torch.Generator | None = None) -> Tensor:
     """``n`` HR samples ``(n, 3, s h, s w)`` for one LR image ``(3, h, w)`` (HCFlow's heat 0.9)."""
-    y, _ = as_batch(lr, "lr", "sample")
+    y, _ = as_rgb_batch(lr, "lr", "sample")
     if y.shape[0] != 1:
         raise ValueError(f"sample takes one LR image (3, h, w), got a batch of {y.shape[0]}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

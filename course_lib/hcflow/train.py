@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 
 from course_lib import config, training
+from course_lib.data import training_sampler
+from course_lib.rescaling import downscale, evaluation_images, round_8bit, upscale
 
 from .losses import (
     RescalingLossWeights,
@@ -31,7 +33,7 @@ from .losses import (
     rescaling_loss,
     sr_loss,
 )
-from .model import Architecture, HCFlow, check_mode, check_scale, downscale, upscale
+from .model import Architecture, HCFlow, check_mode, check_scale
 
 Tensor = torch.Tensor
 
@@ -104,21 +106,6 @@ def train_config(mode: str, profile: str | None = None, **overrides) -> TrainCon
     return TrainConfig(**base)
 
 
-def make_batch_fn(patch: int, batch: int, *, scale: int, seed: int = 0, dead_leaves_fraction: float = 0.25,
-                  images: Sequence | None = None) -> Callable[[int], Tensor]:
-    """``batch_fn(step) -> (batch, 3, patch, patch)`` HR patches of ``data.TRAIN_PHOTOS`` (or
-    ``images``) plus a fraction of dead-leaves images, flipped/rotated, deterministic in the step.
-    The held-out ``data.EVAL_PHOTOS`` are refused."""
-    from course_lib.data import EVAL_PHOTOS, TRAIN_PHOTOS, PatchSampler
-
-    images = list(images) if images is not None else list(TRAIN_PHOTOS)
-    leaked = [name for name in images if isinstance(name, str) and name in EVAL_PHOTOS]
-    if leaked:
-        raise ValueError(f"{leaked} are held-out evaluation photos; do not train on them")
-    return PatchSampler(images, patch, batch, seed=seed, augment=True, scale=scale,
-                        dead_leaves_fraction=dead_leaves_fraction)
-
-
 def loss_function(model: HCFlow, cfg: TrainConfig | None = None) -> Callable[[HCFlow, Tensor], tuple]:
     """``loss_fn(model, hr) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``)."""
     if model.mode == "rescale":
@@ -159,8 +146,8 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     elif model.mode != mode or model.scale != scale:
         raise ValueError(f"model is {model.tag}, asked to train hcflow-{mode}-x{scale}")
     model.to(device)
-    batch_fn = make_batch_fn(cfg.patch, cfg.batch, scale=scale, seed=seed,
-                             dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
+    batch_fn = training_sampler(cfg.patch, cfg.batch, scale=scale, seed=seed,
+                                dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(mode, cfg.steps), gamma=0.5)
     loss_fn = loss_function(model, cfg)
@@ -203,21 +190,6 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
 # ------------------------------------------------------------------------------------------------
 
 
-def center_crop(img: Tensor, size: int | None, scale: int) -> Tensor:
-    """Centre crop to at most ``size x size`` (``None``: keep all), then crop to multiples of ``scale``."""
-    h, w = img.shape[-2:]
-    if size is not None:
-        th, tw = min(size, h), min(size, w)
-        top, left = (h - th) // 2, (w - tw) // 2
-        img = img[..., top:top + th, left:left + tw]
-        h, w = th, tw
-    return img[..., : h - h % scale, : w - w % scale]
-
-
-def _as_8bit(img: Tensor) -> Tensor:
-    return torch.round(img.clamp(0, 1) * 255) / 255
-
-
 @torch.no_grad()
 def evaluate(model: HCFlow, photos: Sequence[str] | Sequence[Tensor] | None = None, *,
              crop: int | None = None, temperature: float | None = None, draws: int = 1, seed: int = 0,
@@ -230,38 +202,32 @@ def evaluate(model: HCFlow, photos: Sequence[str] | Sequence[Tensor] | None = No
     ``bicubic_psnr``/``bicubic_ssim`` (bicubic down + up), per-image ``rows``. SR mode: the input is
     the 8-bit bicubic LR and ``lr_psnr`` is the LR consistency ``PSNR(imresize(sr, 1/s), lr)`` (RGB,
     HCFlow/SRFlow's LR-PSNR), plus ``nll_bpd`` when ``nll=True``. Rescaling mode: the LR is the
-    model's own (:func:`downscale`) and ``lr_psnr`` compares it with the bicubic LR (Y, as IRN's).
+    model's own (:func:`course_lib.rescaling.downscale`) and ``lr_psnr`` compares it with the
+    bicubic LR (Y, as IRN's).
     """
     from course_lib import metrics
-    from course_lib.data import EVAL_PHOTOS, load_photo
     from course_lib.degradation import imresize
 
-    if photos is None:
-        photos = EVAL_PHOTOS
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive int, got {draws!r}")
     if temperature is None:
         temperature = 0.9 if model.mode == "sr" else 1.0
     s = model.scale
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     rows = []
-    for i, photo in enumerate(photos):
-        name = photo if isinstance(photo, str) else f"image{i}"
-        hr = load_photo(photo) if isinstance(photo, str) else photo
-        hr = center_crop(hr, crop, s).unsqueeze(0).to(device)
+    for name, hr in evaluation_images(model, photos, crop, device):
         lr_bic = reference_lr(hr, s)
         lr_in = lr_bic if model.mode == "sr" else downscale(model, hr)
         psnrs, ssims, lr_psnrs = [], [], []
         for _ in range(draws):
-            sr = _as_8bit(upscale(model, lr_in, temperature, generator=gen))
+            sr = round_8bit(upscale(model, lr_in, temperature, generator=gen))
             psnrs.append(float(metrics.psnr(sr, hr, shave=s)))
             ssims.append(float(metrics.ssim(sr, hr, shave=s)))
             if model.mode == "sr":
                 lr_psnrs.append(float(metrics.lr_psnr(sr, lr_bic, s)))
-        up = _as_8bit(imresize(lr_bic, s))
+        up = round_8bit(imresize(lr_bic, s))
         row = {"image": name, "hr_psnr": sum(psnrs) / draws, "hr_ssim": sum(ssims) / draws}
         if model.mode == "sr":
             row["lr_psnr"] = sum(lr_psnrs) / draws
@@ -295,18 +261,6 @@ def format_results(results: dict, name: str = "HCFlow") -> str:
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------
-
-
-def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Copy a training checkpoint without optimiser/scheduler state; still loads with
-    :func:`course_lib.training.load_weights` (``weights_only=True``) and :func:`load_hcflow`."""
-    state = training.load_checkpoint(checkpoint)
-    state = {**state, "optimizers": {}, "schedulers": {}, "rng_cuda": []}
-    state["modules"] = {k: {n: t.detach().cpu() for n, t in m.items()} for k, m in state["modules"].items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
-    return out
 
 
 def pretrained_path(mode: str, scale: int = 4) -> Path:
