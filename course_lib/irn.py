@@ -353,19 +353,22 @@ def train_config(profile: str | None = None, **overrides) -> TrainConfig:
 def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
           seed: int = 0, device: torch.device | str | None = None, amp: bool = False,
           eval_every: int = 0, eval_crop: int = 128, progress: bool = True,
-          model: IRN | None = None) -> tuple[IRN, training.History]:
+          model: IRN | None = None, images: Sequence | None = None) -> tuple[IRN, training.History]:
     """Train an IRN with :func:`course_lib.training.fit` (Adam, MultiStepLR halving at
     ``cfg.milestones``: 20/40/60/80% of the steps like the official schedule by default; gradient
-    clipping). With ``checkpoint`` an existing
-    file of the same scale is resumed. ``eval_every`` > 0 logs held-out Y-PSNR on centre crops."""
+    clipping). With ``checkpoint`` an existing file of the same scale is resumed. ``eval_every`` > 0
+    logs held-out Y-PSNR on centre crops. ``seed`` fixes the initial weights and the batches (a rerun
+    gives the same model); ``images`` (names or tensors) replaces ``data.TRAIN_PHOTOS``."""
     check_scale(scale)
     if cfg.patch % scale:
         raise ValueError(f"patch size {cfg.patch} is not divisible by the scale {scale}")
     device = torch.device(device) if device is not None else config.get_device()
-    model = model if model is not None else IRN(scale, cfg.blocks, cfg.growth)
+    if model is None:
+        torch.manual_seed(seed)  # the initial weights depend on the seed too: a rerun is identical
+        model = IRN(scale, cfg.blocks, cfg.growth)
     model.to(device)
     batch_fn = training_sampler(cfg.patch, cfg.batch, scale=scale, seed=seed,
-                                dead_leaves_fraction=cfg.dead_leaves_fraction)
+                                dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})

@@ -231,3 +231,12 @@ def test_level_terms_add_up_to_the_density():
     expected = logdet + torch.from_numpy(stats.norm.logpdf(out[:, 3:].detach().numpy()).reshape(2, -1).sum(1))
     assert torch.allclose(total, expected, atol=1e-9)
     assert torch.equal(terms["lr"], out[:, :3])
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
+    cfg = train_config("rescale", "test", steps=2)
+    runs = [train("rescale", 4, cfg, seed=seed, progress=False, images=images)[0] for seed in (3, 3, 4)]
+    weights = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in runs]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])

@@ -195,3 +195,15 @@ def test_irn_plus_loss_adds_a_gan_term_with_the_official_weights():
     assert x_rec.shape == x.shape
     assert logs["gan"] == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-6)  # D(x) = 1/2
     assert loss.item() == pytest.approx(4 * logs["guide"] + 0.01 * logs["recon"] + logs["gan"], rel=1e-5)
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))]
+    cfg = irn.train_config("test", steps=2, patch=16, batch=2)
+    runs = []
+    for run, seed in enumerate((3, 3, 4)):
+        torch.manual_seed(1000 + run)  # whatever the global random state, the seed decides
+        runs.append(irn.train(2, cfg, seed=seed, device="cpu", progress=False, images=images)[0])
+    weights = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in runs]
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])

@@ -142,6 +142,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         raise ValueError(f"patch size {cfg.patch} is not divisible by the scale {scale}")
     device = torch.device(device) if device is not None else config.get_device()
     if model is None:
+        torch.manual_seed(seed)  # the initial weights depend on the seed too: a rerun is identical
         model = HCFlow(scale, mode, hierarchical=cfg.hierarchical, arch=cfg.architecture())
     elif model.mode != mode or model.scale != scale:
         raise ValueError(f"model is {model.tag}, asked to train hcflow-{mode}-x{scale}")
