@@ -19,8 +19,12 @@ from course_lib.hcflow import (
     evaluate,
     load_hcflow,
     log_likelihood,
+    nll_bits_per_dim,
+    plusplus_critics,
+    reference_lr,
     rescaling_loss,
     sample,
+    SRLossWeights,
     sr_loss,
     train,
     train_config,
@@ -240,3 +244,41 @@ def test_same_seed_same_run_other_seed_other_run():
     weights = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in runs]
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_hcflow_plusplus_fine_tunes_with_a_discriminator_and_resumes(tmp_path):
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
+    nll_model, _ = train("sr", 4, train_config("sr", "test", steps=2), progress=False, images=images)
+    cfg = train_config("sr", "test", steps=3, variant="plusplus")
+    with pytest.raises(ValueError, match="fine-tuning a likelihood-trained HCFlow"):
+        train("sr", 4, cfg, progress=False, images=images)
+    path = tmp_path / "pp.pt"
+    start = {k: v.clone() for k, v in nll_model.state_dict().items()}
+    short = train_config("sr", "test", steps=2, variant="plusplus")
+    model, history = train("sr", 4, short, checkpoint=path, model=nll_model, progress=False, images=images)
+    for key in ("gan", "perceptual", "l1", "nll_bpd", "d_loss"):
+        assert key in history.logs and all(math.isfinite(v) for v in history.logs[key])
+    assert any(not torch.equal(start[k], v) for k, v in model.state_dict().items())
+    state = torch.load(path, weights_only=True)
+    assert set(state["modules"]) == {"model", "discriminator"}
+    # the discriminator learns: after 2 steps its weights differ from the initial ones (seed 0)
+    torch.manual_seed(0)
+    _, fresh_d = plusplus_critics()
+    assert any(not torch.equal(fresh_d.state_dict()[k], v) for k, v in state["modules"]["discriminator"].items()
+               if k in fresh_d.state_dict() and v.dtype.is_floating_point)
+    # resume the adversarial run from its checkpoint (no model needed) and go one step further
+    resumed, history2 = train("sr", 4, cfg, checkpoint=path, progress=False, images=images)
+    assert history2.steps[-1] == 3 and len(history2.logs["d_loss"]) == 3
+
+
+def test_hcflow_plus_loss_is_the_weighted_sum_of_nll_and_l1_at_temperature_0():
+    torch.manual_seed(0)
+    model = HCFlow(4, "sr", **TINY).eval()
+    hr = torch.rand(2, 3, 16, 16)
+    total, logs = sr_loss(model, hr, SRLossWeights.paper("plus"), generator=torch.Generator().manual_seed(1))
+    lr = reference_lr(hr, 4)
+    with torch.no_grad():
+        sr0 = model.decode(lr, torch.zeros(2, model.z_channels, 4, 4))
+    bpd = nll_bits_per_dim(model, hr, lr, generator=torch.Generator().manual_seed(1)).mean()
+    assert logs["l1"] == pytest.approx(float((sr0 - hr).abs().mean()), rel=1e-5)
+    assert total.item() == pytest.approx(2e-3 * bpd.item() + float((sr0 - hr).abs().mean()), rel=1e-5)

@@ -50,8 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         ("lr", float, "Adam learning rate (paper: 2.5e-4)"),
     ):
         t.add_argument(f"--{name}", type=kind, default=None, help=text)
-    t.add_argument("--variant", choices=("hcflow", "plus"), default=None,
-                   help="SR loss: NLL (hcflow) or 2e-3 NLL + L1 (plus; fine-tune with --init)")
+    t.add_argument("--variant", choices=("hcflow", "plus", "plusplus"), default=None,
+                   help="SR loss: NLL (hcflow), 2e-3 NLL + L1 (plus), + perceptual + GAN (plusplus); "
+                        "fine-tune plus/plusplus from an NLL model with --init")
+    t.add_argument("--features", default=None,
+                   help="VGG-19 weights file for HCFlow++'s perceptual loss (default: the Gabor stand-in)")
     t.add_argument("--flat", action="store_true", help="non-hierarchical conditioning (ablation)")
     t.add_argument("--init", default=None, help="start from the weights of this checkpoint (fine-tuning)")
     t.add_argument("--seed", type=int, default=0)
@@ -95,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"threads {torch.get_num_threads()} | {cfg}", flush=True)
         start = time.perf_counter()
         model, history = train(args.mode, scale, cfg, checkpoint=out, seed=args.seed, device=device,
-                               eval_every=args.eval_every, progress=not args.no_progress, model=model)
+                               eval_every=args.eval_every, progress=not args.no_progress, model=model,
+                               features=args.features)
         rescaling.report_training(model, history, time.perf_counter() - start, out, args.weights,
                                   last_logs=True)
         return 0

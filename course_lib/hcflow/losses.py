@@ -139,8 +139,8 @@ def sr_loss(model: HCFlow, hr: Tensor, weights: SRLossWeights | None = None, *, 
     total = w.nll * bpd
     logs = {"nll_bpd": bpd.item()}
     if w.l1:
-        n, _, h, w = lr_ref.shape
-        sr0 = model.decode(lr_ref, lr_ref.new_zeros(n, model.z_channels, h, w))  # temperature 0
+        n, _, lr_h, lr_w = lr_ref.shape
+        sr0 = model.decode(lr_ref, lr_ref.new_zeros(n, model.z_channels, lr_h, lr_w))  # temperature 0
         l1 = (sr0 - x).abs().mean()
         total = total + w.l1 * l1
         logs["l1"] = l1.item()

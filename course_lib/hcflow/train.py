@@ -23,7 +23,7 @@ import torch
 
 from course_lib import config, training
 from course_lib.data import training_sampler
-from course_lib.rescaling import downscale, evaluation_images, round_8bit, upscale
+from course_lib.rescaling import CHANNELS, downscale, evaluation_images, round_8bit, upscale
 
 from .losses import (
     RescalingLossWeights,
@@ -106,17 +106,35 @@ def train_config(mode: str, profile: str | None = None, **overrides) -> TrainCon
     return TrainConfig(**base)
 
 
-def loss_function(model: HCFlow, cfg: TrainConfig | None = None) -> Callable[[HCFlow, Tensor], tuple]:
-    """``loss_fn(model, hr) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``)."""
+def loss_function(model: HCFlow, cfg: TrainConfig | None = None, *, perceptual: torch.nn.Module | None = None,
+                  discriminator: torch.nn.Module | None = None) -> Callable[[HCFlow, Tensor], tuple]:
+    """``loss_fn(model, hr) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``).
+    HCFlow++ needs the ``perceptual`` loss and the ``discriminator`` (:func:`plusplus_critics`)."""
     if model.mode == "rescale":
         weights = RescalingLossWeights()
         return lambda m, hr: rescaling_loss(m, hr, weights)
     variant = cfg.variant if cfg is not None else "hcflow"
-    if variant == "plusplus":
-        raise ValueError("HCFlow++ needs a discriminator and a feature network: fine-tune with sr_loss "
-                         "and your own Trainer step (see the chapter's exercise), starting from an NLL model")
+    if variant == "plusplus" and (perceptual is None or discriminator is None):
+        raise ValueError("HCFlow++ needs a perceptual loss and a discriminator: "
+                         "loss_function(model, cfg, perceptual=..., discriminator=...), see plusplus_critics")
     weights = SRLossWeights.paper(variant)
-    return lambda m, hr: sr_loss(m, hr, weights)
+    return lambda m, hr: sr_loss(m, hr, weights, perceptual=perceptual, discriminator=discriminator)
+
+
+def plusplus_critics(*, features: str | os.PathLike | None = None, discriminator_width: int = 32,
+                     ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(perceptual, discriminator)`` of HCFlow++ (paper sec. 3.4): a feature loss on a fixed
+    network (VGG-19 from a weights file ``features`` or ``$COURSE_VGG19_WEIGHTS``, else the offline
+    Gabor stand-in of :func:`course_lib.features.load_feature_extractor`) and a spectral-norm patch
+    discriminator (:class:`course_lib.losses.PatchDiscriminator`). Ours, not the official VGG-style
+    discriminator: the chapter fine-tunes on small patches."""
+    from course_lib import losses
+    from course_lib.features import load_feature_extractor
+
+    extractor = load_feature_extractor(features, verbose=False)
+    perceptual = losses.PerceptualLoss(extractor, extractor.content_layers)
+    discriminator = losses.PatchDiscriminator(CHANNELS, discriminator_width, n_layers=3)
+    return perceptual, discriminator
 
 
 def milestones(mode: str, steps: int) -> list[int]:
@@ -127,7 +145,8 @@ def milestones(mode: str, steps: int) -> list[int]:
 def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
           seed: int = 0, device: torch.device | str | None = None, eval_every: int = 0,
           eval_crop: int = 128, progress: bool = True, model: HCFlow | None = None,
-          checkpoint_every: int | None = None, images: Sequence | None = None) -> tuple[HCFlow, training.History]:
+          checkpoint_every: int | None = None, images: Sequence | None = None,
+          features: str | os.PathLike | None = None) -> tuple[HCFlow, training.History]:
     """Train an HCFlow of ``mode`` ('sr' or 'rescale') and ``scale`` on the training photos.
 
     With ``checkpoint`` an existing file of the same tag is resumed (exactly: batches depend on the
@@ -135,12 +154,18 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     the official code (counted in the ``skipped`` log). ``eval_every`` > 0 logs held-out figures
     on centre crops. Pass ``model`` to fine-tune an existing model (e.g. HCFlow+ from HCFlow), and
     ``images`` (names or tensors) to train on other images than ``data.TRAIN_PHOTOS``.
+
+    ``cfg.variant == "plusplus"`` (SR) fine-tunes ``model`` adversarially (HCFlow++, paper sec. 3.4):
+    each step updates the flow on ``sr_loss`` with the perceptual and GAN terms, then the
+    discriminator on real patches vs samples at temperature 0.9 (:func:`plusplus_critics`;
+    ``features`` is an optional VGG-19 weights file). The checkpoint holds the discriminator too.
     """
     check_mode(mode)
     check_scale(scale)
     if cfg.patch % scale:
         raise ValueError(f"patch size {cfg.patch} is not divisible by the scale {scale}")
     device = torch.device(device) if device is not None else config.get_device()
+    fine_tune = model is not None
     if model is None:
         torch.manual_seed(seed)  # the initial weights depend on the seed too: a rerun is identical
         model = HCFlow(scale, mode, hierarchical=cfg.hierarchical, arch=cfg.architecture())
@@ -151,9 +176,34 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
                                 dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(mode, cfg.steps), gamma=0.5)
-    loss_fn = loss_function(model, cfg)
+    modules, optimizers = {"model": model}, {"optimizer": optimizer}
+    perceptual = discriminator = None
+    if mode == "sr" and cfg.variant == "plusplus":
+        if not fine_tune and not (checkpoint is not None and Path(checkpoint).exists()):
+            raise ValueError("HCFlow++ is trained by fine-tuning a likelihood-trained HCFlow (the authors: "
+                             "from scratch the GAN term gives NaN); pass model= (command line: --init)")
+        torch.manual_seed(seed)
+        perceptual, discriminator = plusplus_critics(features=features)
+        perceptual.to(device)
+        modules["discriminator"] = discriminator.to(device)
+        optimizers["discriminator"] = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    loss_fn = loss_function(model, cfg, perceptual=perceptual, discriminator=discriminator)
     params = [p for p in model.parameters() if p.requires_grad]
+    gan_temperature = SRLossWeights.paper(cfg.variant).temperature if mode == "sr" else 1.0
     last: dict[str, float] = {}
+
+    def discriminator_step(hr: Tensor) -> float:
+        """One update of HCFlow++'s discriminator: real HR patches vs samples at the GAN temperature."""
+        from course_lib import losses
+
+        with torch.no_grad():
+            lr = reference_lr(hr, scale)
+            fake = model.decode(lr, model.sample_z(lr, gan_temperature))
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        d_loss = losses.discriminator_loss(discriminator(hr), discriminator(fake))
+        d_loss.backward()
+        optimizers["discriminator"].step()
+        return d_loss.item()
 
     def step_fn(step: int) -> dict[str, float]:
         hr = batch_fn(step).to(device)
@@ -166,6 +216,8 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
         optimizer.step()
         last.update({"loss": loss.item(), **logs})
+        if discriminator is not None:
+            last["d_loss"] = discriminator_step(hr)
         return {**last, "skipped": 0.0}
 
     def eval_fn(step: int) -> dict[str, float]:
@@ -173,7 +225,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         return {"eval_psnr": res["hr_psnr"], "eval_lr_psnr": res["lr_psnr"]}
 
     trainer = training.Trainer(
-        {"model": model}, {"optimizer": optimizer}, step_fn, schedulers={"scheduler": scheduler},
+        modules, optimizers, step_fn, schedulers={"scheduler": scheduler},
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every or max(1, min(250, cfg.steps // 10 or 1)),
         eval_fn=eval_fn if eval_every else None, eval_every=eval_every, tag=model.tag,
