@@ -29,12 +29,13 @@ Training objective (paper eq. 7-10; official ``IRN_model.py``)::
   towards ``N(0, I)``; all averaged over the batch, ``lambda_rec = lambda_ce = 1``.
 
 IRN+ (paper sec. 4.4) fine-tunes the x4 model with a GAN and a VGG feature loss instead of the
-surrogate (full distribution matching on ``x``) for perceptual quality; :func:`irn_plus_loss` gives
-the generator's side of that objective for a discriminator of your choice.
+surrogate (full distribution matching on ``x``) for perceptual quality; :func:`irn_plus_loss` is
+the generator's side of that objective and :func:`train_plus` the fine-tuning loop.
 
 Command line (the shipped checkpoints were made with it)::
 
     python -m course_lib.irn train --scale 4 --profile gpu --out runs/irn_x4.pt [--steps N] [--resume]
+    python -m course_lib.irn train --scale 4 --variant plus --init runs/irn_x4.pt --out runs/irn+_x4.pt
     python -m course_lib.irn evaluate --checkpoint runs/irn_x4.pt      # or --scale 4: shipped model
 """
 
@@ -219,16 +220,18 @@ def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
     return total, {"guide": l_guide.item(), "recon": l_recon.item(), "distr": l_distr.item()}
 
 
-def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, lambda_fit: float | None = None,
-                  lambda_rec: float = 0.01, lambda_gan: float = 1.0,
+def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, perceptual: nn.Module | None = None,
+                  lambda_fit: float | None = None, lambda_rec: float = 0.01, lambda_gan: float = 1.0,
+                  lambda_feature: float = 0.01,
                   generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
-    """Generator side of IRN+ (official ``train_IRN+_x4.yml``, without the VGG term).
+    """Generator side of IRN+ (official ``train_IRN+_x4.yml``).
 
     IRN+ replaces the z^2 surrogate by distribution matching on the *reconstructed* images: a
-    discriminator tells real HR from ``f^{-1}(Q(y), z)``; weights lambda_fit = s^2, lambda_rec = 0.01
-    and a GAN weight of 1 (the official config adds a VGG feature L1 loss of weight 0.01, omitted
-    here). Uses the non-saturating GAN loss. Returns ``(loss, logs, x_rec)``; train the
-    discriminator on ``x_rec.detach()`` versus ``hr`` yourself.
+    discriminator tells real HR from ``f^{-1}(Q(y), z)``. Weights: lambda_fit = s^2, lambda_rec =
+    0.01, GAN 1 and, when ``perceptual(sr, hr)`` is given, a feature loss of weight 0.01 (the
+    official one is an L1 on VGG features; :class:`course_lib.losses.PerceptualLoss` is a squared
+    error). Uses the non-saturating GAN loss. Returns ``(loss, logs, x_rec)``; the discriminator is
+    trained on ``x_rec.detach()`` versus ``hr`` (:func:`train_plus` does both).
     """
     x, _ = as_rgb_batch(hr, "hr", "irn_plus_loss")
     check_divisible(x, model.scale, "irn_plus_loss")
@@ -241,7 +244,12 @@ def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, lambda_fi
     logits = discriminator(x_rec)
     l_gan = nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
     total = lambda_fit * l_guide + lambda_rec * l_recon + lambda_gan * l_gan
-    return total, {"guide": l_guide.item(), "recon": l_recon.item(), "gan": l_gan.item()}, x_rec
+    logs = {"guide": l_guide.item(), "recon": l_recon.item(), "gan": l_gan.item()}
+    if perceptual is not None:
+        l_feature = perceptual(x_rec, x)
+        total = total + lambda_feature * l_feature
+        logs["feature"] = l_feature.item()
+    return total, logs, x_rec
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,6 +397,59 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     return model, history
 
 
+def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
+               seed: int = 0, device: torch.device | str | None = None, d_init_steps: int = 0,
+               features: str | os.PathLike | None = None, progress: bool = True,
+               images: Sequence | None = None) -> tuple[IRN, training.History]:
+    """Fine-tune a trained IRN into IRN+ (paper sec. 4.4; official ``train_IRN+_x4.yml``).
+
+    Each step updates the IRN on :func:`irn_plus_loss` (with the perceptual term), then the
+    discriminator on real patches against reconstructions (non-saturating loss; both Adam with
+    ``cfg.lr``, the discriminator with betas (0.9, 0.99) as the official code). For the first
+    ``d_init_steps`` steps only the discriminator learns (official ``D_init_iters``). The critics
+    come from :func:`course_lib.losses.gan_critics` (``features``: a VGG-19 weights file). The
+    checkpoint holds both networks, so an interrupted run resumes exactly.
+    """
+    from course_lib import losses
+
+    device = torch.device(device) if device is not None else config.get_device()
+    model.to(device)
+    torch.manual_seed(seed)
+    perceptual, discriminator = losses.gan_critics(features=features)
+    perceptual.to(device)
+    discriminator.to(device)
+    batch_fn = training_sampler(cfg.patch, cfg.batch, scale=model.scale, seed=seed,
+                                dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
+    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=0.5)
+
+    def step_fn(step: int) -> dict[str, float]:
+        hr = batch_fn(step).to(device)
+        opt_g.zero_grad(set_to_none=True)
+        loss, logs, x_rec = irn_plus_loss(model, hr, discriminator, perceptual=perceptual)
+        if step >= d_init_steps:  # the official D_init_iters: the discriminator learns first
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt_g.step()  # without gradients (D-only steps) Adam leaves every parameter as it is
+        opt_d.zero_grad(set_to_none=True)
+        d_loss = losses.discriminator_loss(discriminator(hr), discriminator(x_rec.detach()))
+        d_loss.backward()
+        opt_d.step()
+        return {"loss": loss.item(), **logs, "d_loss": d_loss.item()}
+
+    trainer = training.Trainer(
+        {"model": model, "discriminator": discriminator}, {"model": opt_g, "discriminator": opt_d}, step_fn,
+        schedulers={"scheduler": scheduler}, checkpoint=checkpoint,
+        checkpoint_every=max(1, min(500, cfg.steps // 10 or 1)), tag=model.tag,
+        desc=f"IRN+ x{model.scale}", progress=progress,
+    )
+    history = trainer.run(cfg.steps)
+    model.eval()
+    return model, history
+
+
 # ------------------------------------------------------------------------------------------------
 # loading
 # ------------------------------------------------------------------------------------------------
@@ -464,6 +525,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=None,
                    help="start from the weights of this IRN checkpoint (fine-tuning; the optimiser starts "
                         "fresh and the architecture comes from the checkpoint)")
+    t.add_argument("--variant", choices=("irn", "plus"), default="irn",
+                   help="irn: the three losses; plus: IRN+ adversarial fine-tuning of --init")
+    t.add_argument("--d-init-steps", type=int, default=0,
+                   help="IRN+: steps that train only the discriminator first (official: 5000)")
+    t.add_argument("--features", default=None,
+                   help="IRN+: VGG-19 weights file for the feature loss (default: the Gabor stand-in)")
     t.add_argument("--weights", default=None,
                    help="also write a weights-only copy (no optimiser state) here at the end")
     e = sub.add_parser("evaluate", help="held-out Y-PSNR/SSIM of a checkpoint")
@@ -497,8 +564,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = train_config(args.profile, **{**asdict(cfg), "blocks": init.blocks[0], "growth": init.growth})
             print(f"initialised from {args.init} ({init.extra_repr()})", flush=True)
         start = time.perf_counter()
-        model, history = train(scale, cfg, checkpoint=out, seed=args.seed, device=device, amp=args.amp,
-                               eval_every=args.eval_every, model=init)
+        if args.variant == "plus":
+            if init is None:
+                raise SystemExit("IRN+ fine-tunes a trained IRN: pass --init <IRN checkpoint> "
+                                 "(also when resuming, for the architecture)")
+            model, history = train_plus(init, cfg, checkpoint=out, seed=args.seed, device=device,
+                                        d_init_steps=args.d_init_steps, features=args.features)
+        else:
+            model, history = train(scale, cfg, checkpoint=out, seed=args.seed, device=device, amp=args.amp,
+                                   eval_every=args.eval_every, model=init)
         rescaling.report_training(model, history, time.perf_counter() - start, out, args.weights)
         return 0
     model = load_irn(args.scale if args.scale is not None else args.checkpoint)

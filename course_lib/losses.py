@@ -313,3 +313,18 @@ def generator_adversarial_loss(fake_logits: torch.Tensor, *, kind: str = "nonsat
     if kind == "lsgan":
         return ((fake_logits - 1) ** 2).mean()
     return -fake_logits.mean()
+
+
+def gan_critics(*, features: str | None = None, discriminator_width: int = 32,
+                in_channels: int = 3) -> tuple[PerceptualLoss, PatchDiscriminator]:
+    """``(perceptual, discriminator)`` for adversarial fine-tuning of an SR or rescaling model
+    (IRN+, HCFlow++): a :class:`PerceptualLoss` on a fixed feature network (VGG-19 from the weights
+    file ``features`` or ``$COURSE_VGG19_WEIGHTS``, else the offline Gabor stand-in of
+    :func:`course_lib.features.load_feature_extractor`) on its content layers, and a spectral-norm
+    :class:`PatchDiscriminator`. Our choice, not the papers' VGG-128 discriminator: the course
+    fine-tunes on small patches."""
+    from course_lib.features import load_feature_extractor
+
+    extractor = load_feature_extractor(features, verbose=False)
+    perceptual = PerceptualLoss(extractor, extractor.content_layers)
+    return perceptual, PatchDiscriminator(in_channels, discriminator_width, n_layers=3)

@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from course_lib import training
+from course_lib.losses import gan_critics
 from course_lib.flows import autograd_logdet, check_invertible
 from course_lib.hcflow import (
     HCFlow,
@@ -20,7 +21,6 @@ from course_lib.hcflow import (
     load_hcflow,
     log_likelihood,
     nll_bits_per_dim,
-    plusplus_critics,
     reference_lr,
     rescaling_loss,
     sample,
@@ -263,7 +263,7 @@ def test_hcflow_plusplus_fine_tunes_with_a_discriminator_and_resumes(tmp_path):
     assert set(state["modules"]) == {"model", "discriminator"}
     # the discriminator learns: after 2 steps its weights differ from the initial ones (seed 0)
     torch.manual_seed(0)
-    _, fresh_d = plusplus_critics()
+    _, fresh_d = gan_critics()
     assert any(not torch.equal(fresh_d.state_dict()[k], v) for k, v in state["modules"]["discriminator"].items()
                if k in fresh_d.state_dict() and v.dtype.is_floating_point)
     # resume the adversarial run from its checkpoint (no model needed) and go one step further

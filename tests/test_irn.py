@@ -1,5 +1,7 @@
 """Tests of course_lib.irn against independent references (box filters, imresize, autograd)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -207,3 +209,43 @@ def test_same_seed_same_run_other_seed_other_run():
     weights = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in runs]
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_irn_plus_loss_adds_the_feature_term_when_given():
+    model = irn.IRN(2, blocks=1, growth=4)
+    zero_logits = torch.nn.Conv2d(3, 1, 3)
+    torch.nn.init.zeros_(zero_logits.weight)
+    torch.nn.init.zeros_(zero_logits.bias)
+    x = rand_img(2, 3, 16, 16)
+    constant = lambda sr, hr: torch.tensor(5.0)  # noqa: E731 - a stand-in feature loss
+    loss, logs, _ = irn.irn_plus_loss(model, x, zero_logits, perceptual=constant,
+                                      generator=torch.Generator().manual_seed(0))
+    assert logs["feature"] == 5.0
+    assert loss.item() == pytest.approx(4 * logs["guide"] + 0.01 * logs["recon"] + logs["gan"] + 0.05, rel=1e-5)
+
+
+def test_irn_plus_fine_tuning_trains_the_discriminator_first_and_resumes(tmp_path):
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))]
+    cfg = irn.train_config("test", steps=2, patch=16, batch=2)
+    model, _ = irn.train(2, cfg, device="cpu", progress=False, images=images)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "plus.pt"
+    _, history = irn.train_plus(model, cfg, checkpoint=path, device="cpu", d_init_steps=2, progress=False,
+                                images=images)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # only D learned
+    for key in ("guide", "recon", "gan", "feature", "d_loss"):
+        assert key in history.logs and all(math.isfinite(v) for v in history.logs[key])
+    state = torch.load(path, weights_only=True)
+    assert set(state["modules"]) == {"model", "discriminator"} and state["tag"] == "irn-x2"
+    longer = irn.train_config("test", steps=3, patch=16, batch=2)
+    _, history = irn.train_plus(model, longer, checkpoint=path, device="cpu", d_init_steps=2, progress=False,
+                                images=images)
+    assert history.steps[-1] == 3
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # step 3 moved IRN
+    assert irn.load_irn(path).scale == 2  # the IRN+ checkpoint still loads as an IRN
+
+
+def test_command_line_irn_plus_needs_a_trained_irn(tmp_path):
+    with pytest.raises(SystemExit, match="--init"):
+        irn.main(["train", "--scale", "2", "--profile", "test", "--variant", "plus", "--device", "cpu",
+                  "--out", str(tmp_path / "plus.pt")])

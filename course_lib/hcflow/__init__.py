@@ -53,7 +53,6 @@ from .train import (
     evaluate,
     format_results,
     load_hcflow,
-    plusplus_critics,
     pretrained_path,
     train,
     train_config,
@@ -64,6 +63,6 @@ __all__ = [
     "RescalingLossWeights", "ResidualDenseBlock", "SRLossWeights", "TrainConfig", "check_mode",
     "center_crop", "check_scale", "count_parameters", "dequantize", "dirac_lr_log_prob", "downscale", "evaluate",
     "export_weights", "format_results", "load_hcflow", "log_likelihood", "make_batch_fn",
-    "nll_bits_per_dim", "plusplus_critics", "pretrained_path", "quantize", "reference_lr", "rescaling_loss", "sample",
+    "nll_bits_per_dim", "pretrained_path", "quantize", "reference_lr", "rescaling_loss", "sample",
     "sr_loss", "train", "train_config", "upscale",
 ]

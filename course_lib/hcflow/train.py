@@ -23,7 +23,7 @@ import torch
 
 from course_lib import config, training
 from course_lib.data import training_sampler
-from course_lib.rescaling import CHANNELS, downscale, evaluation_images, round_8bit, upscale
+from course_lib.rescaling import downscale, evaluation_images, round_8bit, upscale
 
 from .losses import (
     RescalingLossWeights,
@@ -109,32 +109,16 @@ def train_config(mode: str, profile: str | None = None, **overrides) -> TrainCon
 def loss_function(model: HCFlow, cfg: TrainConfig | None = None, *, perceptual: torch.nn.Module | None = None,
                   discriminator: torch.nn.Module | None = None) -> Callable[[HCFlow, Tensor], tuple]:
     """``loss_fn(model, hr) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``).
-    HCFlow++ needs the ``perceptual`` loss and the ``discriminator`` (:func:`plusplus_critics`)."""
+    HCFlow++ needs the ``perceptual`` loss and the ``discriminator`` (:func:`course_lib.losses.gan_critics`)."""
     if model.mode == "rescale":
         weights = RescalingLossWeights()
         return lambda m, hr: rescaling_loss(m, hr, weights)
     variant = cfg.variant if cfg is not None else "hcflow"
     if variant == "plusplus" and (perceptual is None or discriminator is None):
         raise ValueError("HCFlow++ needs a perceptual loss and a discriminator: "
-                         "loss_function(model, cfg, perceptual=..., discriminator=...), see plusplus_critics")
+                         "loss_function(model, cfg, perceptual=..., discriminator=...), see course_lib.losses.gan_critics")
     weights = SRLossWeights.paper(variant)
     return lambda m, hr: sr_loss(m, hr, weights, perceptual=perceptual, discriminator=discriminator)
-
-
-def plusplus_critics(*, features: str | os.PathLike | None = None, discriminator_width: int = 32,
-                     ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """``(perceptual, discriminator)`` of HCFlow++ (paper sec. 3.4): a feature loss on a fixed
-    network (VGG-19 from a weights file ``features`` or ``$COURSE_VGG19_WEIGHTS``, else the offline
-    Gabor stand-in of :func:`course_lib.features.load_feature_extractor`) and a spectral-norm patch
-    discriminator (:class:`course_lib.losses.PatchDiscriminator`). Ours, not the official VGG-style
-    discriminator: the chapter fine-tunes on small patches."""
-    from course_lib import losses
-    from course_lib.features import load_feature_extractor
-
-    extractor = load_feature_extractor(features, verbose=False)
-    perceptual = losses.PerceptualLoss(extractor, extractor.content_layers)
-    discriminator = losses.PatchDiscriminator(CHANNELS, discriminator_width, n_layers=3)
-    return perceptual, discriminator
 
 
 def milestones(mode: str, steps: int) -> list[int]:
@@ -157,7 +141,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
 
     ``cfg.variant == "plusplus"`` (SR) fine-tunes ``model`` adversarially (HCFlow++, paper sec. 3.4):
     each step updates the flow on ``sr_loss`` with the perceptual and GAN terms, then the
-    discriminator on real patches vs samples at temperature 0.9 (:func:`plusplus_critics`;
+    discriminator on real patches vs samples at temperature 0.9 (:func:`course_lib.losses.gan_critics`;
     ``features`` is an optional VGG-19 weights file). The checkpoint holds the discriminator too.
     """
     check_mode(mode)
@@ -183,7 +167,9 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
             raise ValueError("HCFlow++ is trained by fine-tuning a likelihood-trained HCFlow (the authors: "
                              "from scratch the GAN term gives NaN); pass model= (command line: --init)")
         torch.manual_seed(seed)
-        perceptual, discriminator = plusplus_critics(features=features)
+        from course_lib.losses import gan_critics
+
+        perceptual, discriminator = gan_critics(features=features)
         perceptual.to(device)
         modules["discriminator"] = discriminator.to(device)
         optimizers["discriminator"] = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
