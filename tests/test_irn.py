@@ -187,11 +187,17 @@ def test_command_line_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys):
     assert "astronaut" in printed and "mean" in printed
 
 
+def undecided_discriminator() -> torch.nn.Module:
+    """A discriminator whose logits are all 0, i.e. D(x) = 1/2 for every image."""
+    conv = torch.nn.Conv2d(3, 1, 3)
+    torch.nn.init.zeros_(conv.weight)
+    torch.nn.init.zeros_(conv.bias)
+    return conv
+
+
 def test_irn_plus_loss_adds_a_gan_term_with_the_official_weights():
     model = irn.IRN(2, blocks=1, growth=4)
-    zero_logits = torch.nn.Conv2d(3, 1, 3)
-    torch.nn.init.zeros_(zero_logits.weight)
-    torch.nn.init.zeros_(zero_logits.bias)
+    zero_logits = undecided_discriminator()
     x = rand_img(2, 3, 16, 16)
     loss, logs, x_rec = irn.irn_plus_loss(model, x, zero_logits, generator=torch.Generator().manual_seed(0))
     assert x_rec.shape == x.shape
@@ -213,9 +219,7 @@ def test_same_seed_same_run_other_seed_other_run():
 
 def test_irn_plus_loss_adds_the_feature_term_when_given():
     model = irn.IRN(2, blocks=1, growth=4)
-    zero_logits = torch.nn.Conv2d(3, 1, 3)
-    torch.nn.init.zeros_(zero_logits.weight)
-    torch.nn.init.zeros_(zero_logits.bias)
+    zero_logits = undecided_discriminator()
     x = rand_img(2, 3, 16, 16)
     constant = lambda sr, hr: torch.tensor(5.0)  # noqa: E731 - a stand-in feature loss
     loss, logs, _ = irn.irn_plus_loss(model, x, zero_logits, perceptual=constant,
