@@ -47,6 +47,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,6 +74,11 @@ from course_lib.rescaling import downscale, quantize, upscale
 from course_lib.training import export_weights
 
 Tensor = torch.Tensor
+
+# Smallest LR side of a training patch worth training on. A model trained on LR patches of 8 px
+# (x4 with 32 px HR patches) learned to use the zero padding of its convolutions and decoded whole
+# images 5 dB worse than bicubic after 8k steps (see course_lib/checkpoints/irn_x4.md).
+MIN_LR_PATCH = 16
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -345,8 +351,11 @@ PROFILES: dict[str, TrainConfig] = {
 }
 
 
-def train_config(profile: str | None = None, **overrides) -> TrainConfig:
-    """The :class:`TrainConfig` of a profile (default: the active one), with fields overridden."""
+def train_config(profile: str | None = None, *, scale: int | None = None, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of a profile (default: the active one), with fields overridden.
+
+    With ``scale`` the profile's patch grows, unless overridden, to at least ``MIN_LR_PATCH * scale``
+    (LR patches of 16 px or more; the profiles' 32 px patches are sized for x2)."""
     profile = profile or config.get_profile()
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(PROFILES)}")
@@ -354,6 +363,8 @@ def train_config(profile: str | None = None, **overrides) -> TrainConfig:
     unknown = set(overrides) - set(base)
     if unknown:
         raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+    if scale is not None:
+        base["patch"] = max(base["patch"], MIN_LR_PATCH * check_scale(scale))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
@@ -370,6 +381,11 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     check_scale(scale)
     if cfg.patch % scale:
         raise ValueError(f"patch size {cfg.patch} is not divisible by the scale {scale}")
+    if cfg.patch // scale < MIN_LR_PATCH:
+        warnings.warn(f"HR patches of {cfg.patch} px give LR patches of {cfg.patch // scale} px at x{scale}: "
+                      f"almost every pixel is near the zero-padded border, and a long run learns to rely on "
+                      f"it and fails on whole images; use patches of at least {MIN_LR_PATCH * scale} px",
+                      stacklevel=2)
     device = torch.device(device) if device is not None else config.get_device()
     if model is None:
         torch.manual_seed(seed)  # the initial weights depend on the seed too: a rerun is identical
@@ -553,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out)
         if out.exists() and not args.resume:
             raise SystemExit(f"{out} exists: pass --resume to continue that run, or choose another --out")
-        cfg = train_config(args.profile, steps=args.steps, blocks=args.blocks, growth=args.growth,
+        cfg = train_config(args.profile, scale=scale, steps=args.steps, blocks=args.blocks, growth=args.growth,
                            patch=args.patch, batch=args.batch, lr=args.lr)
         device = torch.device(args.device) if args.device else config.get_device()
         print(f"IRN x{scale} | profile {args.profile or config.get_profile()} | device {device} | "

@@ -143,7 +143,7 @@ def test_checkpoint_loads_weights_only_and_refuses_another_scale(tmp_path):
     cfg = irn.train_config("test", steps=2)
     ck2, ck4 = tmp_path / "x2.pt", tmp_path / "x4.pt"
     m2, _ = irn.train(2, cfg, checkpoint=ck2, device="cpu", progress=False)
-    irn.train(4, cfg, checkpoint=ck4, device="cpu", progress=False)
+    irn.train(4, irn.train_config("test", scale=4, steps=2), checkpoint=ck4, device="cpu", progress=False)
     state = torch.load(ck2, map_location="cpu", weights_only=True)
     assert state["tag"] == "irn-x2" and state["step"] == 2
     loaded = irn.load_irn(ck2, scale=2)
@@ -206,8 +206,8 @@ def test_irn_plus_loss_adds_a_gan_term_with_the_official_weights():
 
 
 def test_same_seed_same_run_other_seed_other_run():
-    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))]
-    cfg = irn.train_config("test", steps=2, patch=16, batch=2)
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
+    cfg = irn.train_config("test", steps=2, patch=32, batch=2)
     runs = []
     for run, seed in enumerate((3, 3, 4)):
         torch.manual_seed(1000 + run)  # whatever the global random state, the seed decides
@@ -229,8 +229,8 @@ def test_irn_plus_loss_adds_the_feature_term_when_given():
 
 
 def test_irn_plus_fine_tuning_trains_the_discriminator_first_and_resumes(tmp_path):
-    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))]
-    cfg = irn.train_config("test", steps=2, patch=16, batch=2)
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
+    cfg = irn.train_config("test", steps=2, patch=32, batch=2)
     model, _ = irn.train(2, cfg, device="cpu", progress=False, images=images)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     path = tmp_path / "plus.pt"
@@ -241,7 +241,7 @@ def test_irn_plus_fine_tuning_trains_the_discriminator_first_and_resumes(tmp_pat
         assert key in history.logs and all(math.isfinite(v) for v in history.logs[key])
     state = torch.load(path, weights_only=True)
     assert set(state["modules"]) == {"model", "discriminator"} and state["tag"] == "irn-x2"
-    longer = irn.train_config("test", steps=3, patch=16, batch=2)
+    longer = irn.train_config("test", steps=3, patch=32, batch=2)
     _, history = irn.train_plus(model, longer, checkpoint=path, device="cpu", d_init_steps=2, progress=False,
                                 images=images)
     assert history.steps[-1] == 3
@@ -253,3 +253,13 @@ def test_command_line_irn_plus_needs_a_trained_irn(tmp_path):
     with pytest.raises(SystemExit, match="--init"):
         irn.main(["train", "--scale", "2", "--profile", "test", "--variant", "plus", "--device", "cpu",
                   "--out", str(tmp_path / "plus.pt")])
+
+
+def test_training_patches_keep_lr_patches_of_16_pixels():
+    assert irn.train_config("cpu", scale=2).patch == 32
+    assert irn.train_config("cpu", scale=4).patch == 64
+    assert irn.train_config("cpu", scale=4, patch=96).patch == 96
+    images = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))]
+    with pytest.warns(UserWarning, match="LR patches of 8 px"):
+        irn.train(4, irn.train_config("test", steps=1, patch=32, batch=1), device="cpu", progress=False,
+                  images=images)
