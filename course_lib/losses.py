@@ -37,6 +37,7 @@ __all__ = [
     "PatchDiscriminator",
     "discriminator_loss",
     "generator_adversarial_loss",
+    "gan_critics",
     "GAN_KINDS",
 ]
 
