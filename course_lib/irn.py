@@ -369,6 +369,13 @@ def train_config(profile: str | None = None, *, scale: int | None = None, **over
     return TrainConfig(**base)
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.MultiStepLR:
+    """The learning rate halves at ``cfg.milestones`` (fractions of ``cfg.steps``), as the official
+    MultiStepLR schedule."""
+    milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+
+
 def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
           seed: int = 0, device: torch.device | str | None = None, amp: bool = False,
           eval_every: int = 0, eval_crop: int = 128, progress: bool = True,
@@ -395,8 +402,7 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
                                 dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  weight_decay=cfg.weight_decay)
-    milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+    scheduler = lr_schedule(optimizer, cfg)
     weights = LossWeights.paper(scale)
 
     def eval_fn(step: int) -> dict[str, float]:
@@ -438,8 +444,7 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
                                 dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    milestones = sorted({max(1, int(cfg.steps * f)) for f in cfg.milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, gamma=0.5)
+    scheduler = lr_schedule(opt_g, cfg)
 
     def step_fn(step: int) -> dict[str, float]:
         hr = batch_fn(step).to(device)
@@ -449,11 +454,8 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt_g.step()  # without gradients (D-only steps) Adam leaves every parameter as it is
-        opt_d.zero_grad(set_to_none=True)
-        d_loss = losses.discriminator_loss(discriminator(hr), discriminator(x_rec.detach()))
-        d_loss.backward()
-        opt_d.step()
-        return {"loss": loss.item(), **logs, "d_loss": d_loss.item()}
+        d_loss = training.discriminator_step(discriminator, opt_d, hr, x_rec)
+        return {"loss": loss.item(), **logs, "d_loss": d_loss}
 
     trainer = training.Trainer(
         {"model": model, "discriminator": discriminator}, {"model": opt_g, "discriminator": opt_d}, step_fn,

@@ -331,6 +331,19 @@ def load_weights(module: nn.Module, path: str | os.PathLike, *, tag: str | None 
     return module
 
 
+def discriminator_step(discriminator: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                       fake: torch.Tensor) -> float:
+    """One update of a GAN discriminator on a batch of real and generated images (non-saturating
+    loss, :func:`course_lib.losses.discriminator_loss`); ``fake`` is detached. Returns the loss."""
+    from course_lib.losses import discriminator_loss
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = discriminator_loss(discriminator(real), discriminator(fake.detach()))
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Copy a checkpoint without the optimiser and scheduler state (about a third of the size with
     Adam): the tag, step, history and weights (on the CPU) stay, so the copy still loads with

@@ -180,16 +180,10 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
 
     def discriminator_step(hr: Tensor) -> float:
         """One update of HCFlow++'s discriminator: real HR patches vs samples at the GAN temperature."""
-        from course_lib import losses
-
         with torch.no_grad():
             lr = reference_lr(hr, scale)
             fake = model.decode(lr, model.sample_z(lr, gan_temperature))
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss = losses.discriminator_loss(discriminator(hr), discriminator(fake))
-        d_loss.backward()
-        optimizers["discriminator"].step()
-        return d_loss.item()
+        return training.discriminator_step(discriminator, optimizers["discriminator"], hr, fake)
 
     def step_fn(step: int) -> dict[str, float]:
         hr = batch_fn(step).to(device)
