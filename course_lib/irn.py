@@ -282,30 +282,28 @@ def evaluate(model: IRN, photos: Sequence[str] | Sequence[Tensor] | None = None,
     if not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive int, got {draws!r}")
     s = model.scale
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for name, hr in evaluation_images(model, photos, crop, device):
-        lr = downscale(model, hr)
-        hr_psnr, hr_ssim = [], []
-        for _ in range(draws):
-            sr = upscale(model, lr, temperature, generator=gen)
-            sr = round_8bit(sr)  # evaluated as saved 8-bit images
-            hr_psnr.append(metrics.psnr(sr, hr, shave=s))
-            hr_ssim.append(metrics.ssim(sr, hr, shave=s))
-        lr_bic = bicubic_downscale(hr, s, quantize=True)
-        up = round_8bit(imresize(lr_bic, s))
-        rows.append({
-            "image": name,
-            "hr_psnr": float(sum(map(float, hr_psnr)) / draws),
-            "hr_ssim": float(sum(map(float, hr_ssim)) / draws),
-            "lr_psnr": float(metrics.psnr(lr, lr_bic, shave=s)),
-            "lr_ssim": float(metrics.ssim(lr, lr_bic, shave=s)),
-            "bicubic_psnr": float(metrics.psnr(up, hr, shave=s)),
-            "bicubic_ssim": float(metrics.ssim(up, hr, shave=s)),
-        })
-    model.train(was_training)
+    with training.evaluation_mode(model):
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for name, hr in evaluation_images(model, photos, crop, device):
+            lr = downscale(model, hr)
+            hr_psnr, hr_ssim = [], []
+            for _ in range(draws):
+                sr = upscale(model, lr, temperature, generator=gen)
+                sr = round_8bit(sr)  # evaluated as saved 8-bit images
+                hr_psnr.append(metrics.psnr(sr, hr, shave=s))
+                hr_ssim.append(metrics.ssim(sr, hr, shave=s))
+            lr_bic = bicubic_downscale(hr, s, quantize=True)
+            up = round_8bit(imresize(lr_bic, s))
+            rows.append({
+                "image": name,
+                "hr_psnr": float(sum(map(float, hr_psnr)) / draws),
+                "hr_ssim": float(sum(map(float, hr_ssim)) / draws),
+                "lr_psnr": float(metrics.psnr(lr, lr_bic, shave=s)),
+                "lr_ssim": float(metrics.ssim(lr, lr_bic, shave=s)),
+                "bicubic_psnr": float(metrics.psnr(up, hr, shave=s)),
+                "bicubic_ssim": float(metrics.ssim(up, hr, shave=s)),
+            })
     keys = [k for k in rows[0] if k != "image"]
     means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     return {**means, "rows": rows}

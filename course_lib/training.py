@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,18 @@ class History:
         ax.legend()
         ax.grid(alpha=0.3)
         return ax
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``with evaluation_mode(model):`` runs the block with ``model.eval()`` and restores the previous
+    train/eval mode afterwards, even when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _check_finite(name: str, value: float, step: int) -> None:

@@ -146,3 +146,16 @@ def test_static_build_prints_a_summary_instead_of_a_bar(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "demo: steps 0->3 in" in captured.out and "loss" in captured.out
     assert "it/s" not in captured.err  # no tqdm bar was drawn
+
+
+def test_evaluation_mode_restores_the_mode_even_on_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    for start in (True, False):
+        model.train(start)
+        with training.evaluation_mode(model):
+            assert not model.training and not model[1].training
+        assert model.training is start and model[1].training is start
+        with pytest.raises(RuntimeError, match="inside"):
+            with training.evaluation_mode(model):
+                raise RuntimeError("inside")
+        assert model.training is start and model[1].training is start

@@ -23,6 +23,7 @@ from ..data import EVAL_PHOTOS, TRAIN_PHOTOS, PatchSampler, dead_leaves, load_ph
 from ..degradation import BlurDownsample, gaussian_kernel
 from ..flows import Glow
 from ..metrics import psnr, ssim
+from ..training import evaluation_mode
 from ..training import fit
 from .affdg import ConvDenoiser, affdg_loss, train_denoiser
 from .affgan import ImageDiscriminator, instance_noise_sigma, train_affgan
@@ -252,13 +253,8 @@ def train_image_affll(task: ImageTask, steps: int, flow: nn.Module, *, init: nn.
 def super_resolve(model: nn.Module, y: Tensor, *, batch: int = 8) -> Tensor:
     """``model(y)`` without gradients, in eval mode, in chunks, on the model's device; returns CPU."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = [model(y[i:i + batch].to(device)).cpu() for i in range(0, y.shape[0], batch)]
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model), torch.no_grad():
+        out = [model(y[i:i + batch].to(device)).cpu() for i in range(0, y.shape[0], batch)]
     return torch.cat(out)
 
 

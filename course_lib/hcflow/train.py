@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ import torch
 
 from course_lib import config, training
 from course_lib.data import training_sampler
+from course_lib.models import count_parameters
 from course_lib.rescaling import downscale, evaluation_images, round_8bit, upscale
 
 from .losses import (
@@ -246,33 +246,31 @@ def evaluate(model: HCFlow, photos: Sequence[str] | Sequence[Tensor] | None = No
     if temperature is None:
         temperature = 0.9 if model.mode == "sr" else 1.0
     s = model.scale
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for name, hr in evaluation_images(model, photos, crop, device):
-        lr_bic = reference_lr(hr, s)
-        lr_in = lr_bic if model.mode == "sr" else downscale(model, hr)
-        psnrs, ssims, lr_psnrs = [], [], []
-        for _ in range(draws):
-            sr = round_8bit(upscale(model, lr_in, temperature, generator=gen))
-            psnrs.append(float(metrics.psnr(sr, hr, shave=s)))
-            ssims.append(float(metrics.ssim(sr, hr, shave=s)))
+    with training.evaluation_mode(model):
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for name, hr in evaluation_images(model, photos, crop, device):
+            lr_bic = reference_lr(hr, s)
+            lr_in = lr_bic if model.mode == "sr" else downscale(model, hr)
+            psnrs, ssims, lr_psnrs = [], [], []
+            for _ in range(draws):
+                sr = round_8bit(upscale(model, lr_in, temperature, generator=gen))
+                psnrs.append(float(metrics.psnr(sr, hr, shave=s)))
+                ssims.append(float(metrics.ssim(sr, hr, shave=s)))
+                if model.mode == "sr":
+                    lr_psnrs.append(float(metrics.lr_psnr(sr, lr_bic, s)))
+            up = round_8bit(imresize(lr_bic, s))
+            row = {"image": name, "hr_psnr": sum(psnrs) / draws, "hr_ssim": sum(ssims) / draws}
             if model.mode == "sr":
-                lr_psnrs.append(float(metrics.lr_psnr(sr, lr_bic, s)))
-        up = round_8bit(imresize(lr_bic, s))
-        row = {"image": name, "hr_psnr": sum(psnrs) / draws, "hr_ssim": sum(ssims) / draws}
-        if model.mode == "sr":
-            row["lr_psnr"] = sum(lr_psnrs) / draws
-        else:
-            row["lr_psnr"] = float(metrics.psnr(lr_in, lr_bic, shave=s))
-            row["lr_ssim"] = float(metrics.ssim(lr_in, lr_bic, shave=s))
-        row["bicubic_psnr"] = float(metrics.psnr(up, hr, shave=s))
-        row["bicubic_ssim"] = float(metrics.ssim(up, hr, shave=s))
-        if nll and model.mode == "sr":
-            row["nll_bpd"] = float(nll_bits_per_dim(model, hr, lr_bic, generator=gen).mean())
-        rows.append(row)
-    model.train(was_training)
+                row["lr_psnr"] = sum(lr_psnrs) / draws
+            else:
+                row["lr_psnr"] = float(metrics.psnr(lr_in, lr_bic, shave=s))
+                row["lr_ssim"] = float(metrics.ssim(lr_in, lr_bic, shave=s))
+            row["bicubic_psnr"] = float(metrics.psnr(up, hr, shave=s))
+            row["bicubic_ssim"] = float(metrics.ssim(up, hr, shave=s))
+            if nll and model.mode == "sr":
+                row["nll_bpd"] = float(nll_bits_per_dim(model, hr, lr_bic, generator=gen).mean())
+            rows.append(row)
     keys = [k for k in rows[0] if k != "image"]
     means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     return {**means, "temperature": float(temperature), "draws": draws, "rows": rows}
@@ -338,11 +336,3 @@ def load_hcflow(source: str | os.PathLike, *, mode: str | None = None, scale: in
     training.load_weights(model, path, tag=model.tag)
     model.eval()
     return model.to(device) if device is not None else model
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def megapixel_seconds(seconds: float, pixels: int) -> float:
-    return seconds / (pixels / 1e6) if pixels else math.nan
