@@ -3,15 +3,22 @@ assumption, KernelGAN estimate, true kernel), and KernelGAN's run time.
 
     .venv/bin/python benchmarks/bench_kernelgan.py [--photos eval|train] [--kernels-per-image 2]
         [--iterations 3000] [--hr-size 0] [--mu 2e-3 5e-3 1e-2] [--no-zssr] [--zssr-steps 1000]
-        [--threads N] [--device cpu|cuda] [--save-kernels FILE]
+        [--zssr-kernels bicubic KernelGAN true] [--shard K/N] [--threads N] [--device cpu|cuda]
+        [--save-kernels FILE] [--load-kernels FILE] [--results FILE]
+    .venv/bin/python benchmarks/bench_kernelgan.py --summarise FILE [FILE ...]
 
 Every photo (``EVAL_PHOTOS`` by default, never used for training anywhere in the course) is taken
 whole (``--hr-size 0``, as the paper's DIV2KRK uses whole images) or centre-cropped, blurred with
 ``--kernels-per-image`` random DIV2KRK kernels (``random_div2krk_kernel``, seed ``100 + i + 10 j``
-for photo ``i``, kernel ``j``), subsampled by 2 and rounded to 8 bits. KernelGAN (official settings)
-estimates each kernel from the LR image alone; the closed-form Wiener reconstruction (one line per
-regulariser weight ``--mu``) and ZSSR (``course_lib.zssr``) then super-resolve the LR image with each
-of the three kernels. PSNR/SSIM on Y with a 2-pixel shave.
+for photo ``i``, kernel ``j``), subsampled by 2 and rounded to 8 bits. KernelGAN (official settings,
+seed ``i + 10 j``) estimates each kernel from the LR image alone; the closed-form Wiener
+reconstruction (one line per regulariser weight ``--mu``) and ZSSR (``course_lib.zssr``, seed ``i``)
+then super-resolve the LR image with each of the three kernels. PSNR/SSIM on Y with a 2-pixel shave.
+
+ZSSR takes minutes per image on a CPU, so a run can be split: ``--shard K/N`` does every N-th case
+starting at case K, ``--load-kernels`` reuses the LR images and KernelGAN estimates that an earlier
+``--save-kernels`` run stored (no KernelGAN again), and ``--results`` appends one JSON line per
+case, which ``--summarise`` later reads back, whichever process wrote it.
 
 KernelGAN and ZSSR learn from the test image only, so no photo is ever a training image for them;
 ``--photos train`` runs the same protocol on ``TRAIN_PHOTOS`` as a validation set, to choose the
@@ -23,6 +30,7 @@ ZSSR 29.10 dB with the bicubic kernel, 30.36 dB with KernelGAN's, x2).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 
@@ -58,6 +66,99 @@ def mean_and_error(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N``."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like K/N, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device: torch.device) -> list[dict]:
+    """The test cases: LR image, true kernel and KernelGAN estimate, made here or loaded."""
+    if args.load_kernels:
+        cases = torch.load(args.load_kernels, weights_only=False)
+        photos = list(EVAL_PHOTOS if args.photos == "eval" else TRAIN_PHOTOS)
+        for case in cases:
+            if case["name"] not in photos:
+                raise ValueError(f"{args.load_kernels} holds {case['name']!r}, not one of the {args.photos} photos")
+            case.setdefault("photo_index", photos.index(case["name"]))
+            case.setdefault("kernelgan_seconds", float("nan"))
+        return [c for n, c in enumerate(cases) if n % args.shard[1] == args.shard[0]]
+    photos = (EVAL_PHOTOS if args.photos == "eval" else TRAIN_PHOTOS)[: args.images]
+    cases = []
+    for i, name in enumerate(photos):
+        hr = centre_crop(load_photo(name), args.hr_size)
+        for j in range(args.kernels_per_image):
+            if (i * args.kernels_per_image + j) % args.shard[1] != args.shard[0]:
+                continue
+            true_kernel = random_div2krk_kernel(2, 21, generator=torch.Generator().manual_seed(100 + i + 10 * j))
+            lr = quantize_8bit(degrade(hr, 2, kernel=true_kernel, boundary="symmetric"))
+            start, cpu_start = time.perf_counter(), time.process_time()
+            estimate, _ = kg.estimate_kernel(lr, 2, args.iterations, config=gan_config, device=device,
+                                             seed=i + 10 * j, progress=False)
+            cases.append({"name": name, "photo_index": i, "kernel_index": j, "lr": lr, "true": true_kernel,
+                          "estimate": estimate, "kernelgan_seconds": time.perf_counter() - start,
+                          "kernelgan_cpu_seconds": time.process_time() - cpu_start})
+            if args.save_kernels:
+                torch.save(cases, args.save_kernels)
+    return cases
+
+
+def evaluate_case(case: dict, args: argparse.Namespace, zssr_config: Z.ZSSRConfig, device: torch.device) -> dict:
+    """Kernel errors and SR scores of one case, as a flat JSON-ready dict."""
+    hr = centre_crop(load_photo(case["name"]), args.hr_size)
+    lr = case["lr"]
+    if tuple(lr.shape[-2:]) != (hr.shape[-2] // 2, hr.shape[-1] // 2):
+        raise ValueError(f"{case['name']}: LR {tuple(lr.shape[-2:])} does not match HR {tuple(hr.shape[-2:])} "
+                         f"at x2; was it saved with another --hr-size?")
+    row = {"photo": case["name"], "kernel_index": case["kernel_index"], "lr_size": list(lr.shape[-2:]),
+           "kernelgan_seconds": case["kernelgan_seconds"]}
+    candidates = dict(zip(KERNELS, (bicubic_kernel(2), case["estimate"], case["true"])))
+    for label, kernel in candidates.items():
+        row[f"kernel error {label}"] = kg.kernel_error(kernel, case["true"]) if label != "true" else 0.0
+        for mu in args.mu:
+            row[f"Wiener mu={mu:g} PSNR {label}"] = psnr(Z.wiener_sr(lr, kernel, 2, mu=mu), hr, shave=2)
+        if not args.no_zssr and label in args.zssr_kernels:
+            start = time.perf_counter()
+            sr, _ = Z.zssr(lr, kernel, 2, config=zssr_config, device=device, seed=case["photo_index"],
+                           progress=False)
+            row[f"ZSSR PSNR {label}"] = psnr(sr, hr, shave=2)
+            row[f"ZSSR SSIM {label}"] = ssim(sr, hr, shave=2)
+            row[f"ZSSR seconds {label}"] = time.perf_counter() - start
+    return {key: float(value) if isinstance(value, torch.Tensor) else value for key, value in row.items()}
+
+
+def summarise(rows: list[dict]) -> None:
+    """Means of every figure, and the KernelGAN gain over the bicubic kernel per SR method. Rows of the
+    same case (photo, kernel index), for example ZSSR with other kernels in a later run, are merged."""
+    merged: dict[tuple[str, int], dict] = {}
+    for row in rows:
+        merged.setdefault((row["photo"], row["kernel_index"]), {}).update(row)
+    rows = [merged[key] for key in sorted(merged)]
+    keys = dict.fromkeys(k for row in rows for k, v in row.items() if isinstance(v, float) and "seconds" not in k)
+    print(f"\nmean over {len(rows)} case(s)")
+    for key in keys:
+        values = [row[key] for row in rows if key in row]
+        print(f"  {key:34s} {sum(values) / len(values):.4f}   (n = {len(values)})")
+    methods = dict.fromkeys(k.split(" PSNR ")[0] for row in rows for k in row if " PSNR " in k)
+    for method in methods:
+        pairs = [row for row in rows if f"{method} PSNR KernelGAN" in row and f"{method} PSNR bicubic" in row]
+        if not pairs:
+            continue
+        gains = [r[f"{method} PSNR KernelGAN"] - r[f"{method} PSNR bicubic"] for r in pairs]
+        g, g_err = mean_and_error(gains)
+        line = (f"{method}: KernelGAN kernel {g:+.2f} +- {g_err:.2f} dB over the bicubic assumption "
+                f"(better on {sum(x > 0 for x in gains)}/{len(gains)}")
+        headroom = [r[f"{method} PSNR true"] - r[f"{method} PSNR bicubic"] for r in pairs if f"{method} PSNR true" in r]
+        if headroom:
+            line += f"; true kernel: {mean_and_error(headroom)[0]:+.2f} dB on {len(headroom)}"
+        print(line + ")")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", choices=("eval", "train"), default="eval")
@@ -71,64 +172,51 @@ def main() -> None:
     parser.add_argument("--zssr-steps", type=int, default=1000)
     parser.add_argument("--zssr-channels", type=int, default=64)
     parser.add_argument("--zssr-layers", type=int, default=8)
+    parser.add_argument("--zssr-kernels", nargs="+", choices=KERNELS, default=list(KERNELS),
+                        help="the kernels ZSSR runs with (each run takes minutes on a CPU)")
     parser.add_argument("--no-zssr", action="store_true", help="only the closed-form Wiener SR")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="K/N: every N-th case from case K")
     parser.add_argument("--save-kernels", default=None, help="save LR images and kernels to this file")
+    parser.add_argument("--load-kernels", default=None, help="reuse a --save-kernels file (skips KernelGAN)")
+    parser.add_argument("--results", default=None, help="append one JSON line per case to this file")
+    parser.add_argument("--summarise", nargs="+", default=None, metavar="FILE",
+                        help="only print the summary of --results files")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
+
+    if args.summarise:
+        rows = [json.loads(line) for path in args.summarise for line in open(path) if line.strip()]
+        if not rows:
+            raise SystemExit(f"no results in {args.summarise}")
+        summarise(rows)
+        return
 
     threads = config.set_threads(args.threads)
     device = torch.device(args.device) if args.device else config.get_device()
     gan_config = kg.KernelGANConfig(g_channels=args.g_channels)
     zssr_config = Z.ZSSRConfig(steps=args.zssr_steps, channels=args.zssr_channels, layers=args.zssr_layers)
-    photos = (EVAL_PHOTOS if args.photos == "eval" else TRAIN_PHOTOS)[: args.images]
-    print(f"device {device}, {threads} thread(s); {args.photos} photos {photos}, {args.kernels_per_image} "
-          f"kernel(s) each; KernelGAN {args.iterations} iterations, G channels {args.g_channels}; HR "
-          f"{'whole photos' if args.hr_size <= 0 else f'crops {args.hr_size}px'}; Wiener mu {args.mu}; "
-          + ("no ZSSR" if args.no_zssr else f"ZSSR {args.zssr_steps} steps x {args.zssr_layers} layers x {args.zssr_channels}"))
+    print(f"device {device}, {threads} thread(s); {args.photos} photos, {args.kernels_per_image} kernel(s) each, "
+          f"shard {args.shard[0]}/{args.shard[1]}; "
+          + (f"kernels from {args.load_kernels}" if args.load_kernels else
+             f"KernelGAN {args.iterations} iterations, G channels {args.g_channels}")
+          + f"; HR {'whole photos' if args.hr_size <= 0 else f'crops {args.hr_size}px'}; Wiener mu {args.mu}; "
+          + ("no ZSSR" if args.no_zssr else f"ZSSR {args.zssr_steps} steps x {args.zssr_layers} layers x "
+             f"{args.zssr_channels} with {args.zssr_kernels}"), flush=True)
 
-    totals: dict[str, list[float]] = {}
-    saved = []
-    for i, name in enumerate(photos):
-        hr = centre_crop(load_photo(name), args.hr_size)
-        for j in range(args.kernels_per_image):
-            true_kernel = random_div2krk_kernel(2, 21, generator=torch.Generator().manual_seed(100 + i + 10 * j))
-            lr = quantize_8bit(degrade(hr, 2, kernel=true_kernel, boundary="symmetric"))
-            start, cpu_start = time.perf_counter(), time.process_time()
-            estimate, _ = kg.estimate_kernel(lr, 2, args.iterations, config=gan_config, device=device,
-                                             seed=i + 10 * j, progress=False)
-            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-            saved.append({"name": name, "kernel_index": j, "lr": lr, "true": true_kernel, "estimate": estimate})
-            candidates = dict(zip(KERNELS, (bicubic_kernel(2), estimate, true_kernel)))
-            row = {"seconds": seconds, "cpu seconds": cpu_seconds}
-            for label, kernel in candidates.items():
-                row[f"kernel error {label}"] = kg.kernel_error(kernel, true_kernel) if label != "true" else 0.0
-                for mu in args.mu:
-                    row[f"Wiener mu={mu:g} PSNR {label}"] = psnr(Z.wiener_sr(lr, kernel, 2, mu=mu), hr, shave=2)
-                if not args.no_zssr:
-                    sr, _ = Z.zssr(lr, kernel, 2, config=zssr_config, device=device, seed=i, progress=False)
-                    row[f"ZSSR PSNR {label}"] = psnr(sr, hr, shave=2)
-                    row[f"ZSSR SSIM {label}"] = ssim(sr, hr, shave=2)
-            print(f"\n{name}, kernel {j} (LR {tuple(lr.shape[-2:])}, KernelGAN {seconds:.1f} s wall, "
-                  f"{cpu_seconds:.1f} s CPU)")
-            for key, value in row.items():
-                if "seconds" not in key:
-                    print(f"  {key:34s} {value:.4f}")
-                totals.setdefault(key, []).append(float(value))
-            if args.save_kernels:
-                torch.save(saved, args.save_kernels)
-
-    n = len(totals["seconds"])
-    print(f"\nmean over {n} image(s)")
-    for key, values in totals.items():
-        print(f"  {key:34s} {sum(values) / n:.4f}")
-    methods = [f"Wiener mu={mu:g}" for mu in args.mu] + ([] if args.no_zssr else ["ZSSR"])
-    for method in methods:
-        gains = [e - b for e, b in zip(totals[f"{method} PSNR KernelGAN"], totals[f"{method} PSNR bicubic"])]
-        headroom = [t - b for t, b in zip(totals[f"{method} PSNR true"], totals[f"{method} PSNR bicubic"])]
-        (g, g_err), (h, _) = mean_and_error(gains), mean_and_error(headroom)
-        print(f"{method}: KernelGAN kernel {g:+.2f} +- {g_err:.2f} dB over the bicubic assumption "
-              f"(better on {sum(x > 0 for x in gains)}/{n}; true kernel: {h:+.2f} dB)")
+    rows = []
+    for case in make_cases(args, gan_config, device):
+        row = evaluate_case(case, args, zssr_config, device)
+        rows.append(row)
+        print(f"\n{row['photo']}, kernel {row['kernel_index']} (LR {tuple(row['lr_size'])}, "
+              f"KernelGAN {row['kernelgan_seconds']:.1f} s wall)")
+        for key, value in row.items():
+            if isinstance(value, float) and "seconds" not in key:
+                print(f"  {key:34s} {value:.4f}")
+        if args.results:
+            with open(args.results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    summarise(rows)
 
 
 if __name__ == "__main__":
