@@ -34,7 +34,7 @@ the generator's side of that objective and :func:`train_plus` the fine-tuning lo
 
 Command line (the shipped checkpoints were made with it)::
 
-    python -m course_lib.irn train --scale 4 --profile gpu --out runs/irn_x4.pt [--steps N] [--resume]
+    python -m course_lib.irn train --scale 4 --profile gpu --out runs/irn_x4.pt [--steps N]
     python -m course_lib.irn train --scale 4 --variant plus --init runs/irn_x4.pt --out runs/irn+_x4.pt
     python -m course_lib.irn evaluate --checkpoint runs/irn_x4.pt      # or --scale 4: shipped model
 """
@@ -525,9 +525,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--scale", type=int, required=True, help="2, 4, 8, ...")
     t.add_argument("--profile", choices=tuple(PROFILES), default=None,
                    help="sizes of the run (default: $COURSE_PROFILE or the hardware)")
-    t.add_argument("--out", required=True, help="checkpoint file (written every few hundred steps)")
+    t.add_argument("--out", required=True,
+                   help="checkpoint file (written every few hundred steps); resumed from when it exists")
     t.add_argument("--steps", type=int, default=None, help="total training steps (overrides the profile)")
-    t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--resume", action="store_true",
+                   help="accepted for older commands: an existing --out is always resumed")
     t.add_argument("--blocks", type=int, default=None, help="couplings per x2 stage (paper: 8)")
     t.add_argument("--growth", type=int, default=None, help="dense-block width (paper: 32)")
     t.add_argument("--patch", type=int, default=None, help="HR patch size (paper: 144)")
@@ -567,8 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         scale = check_scale(args.scale)
         out = Path(args.out)
-        if out.exists() and not args.resume:
-            raise SystemExit(f"{out} exists: pass --resume to continue that run, or choose another --out")
+        if out.exists():
+            print(f"resuming from {out}", flush=True)
         cfg = train_config(args.profile, scale=scale, steps=args.steps, blocks=args.blocks, growth=args.growth,
                            patch=args.patch, batch=args.batch, lr=args.lr)
         device = torch.device(args.device) if args.device else config.get_device()

@@ -169,13 +169,16 @@ def test_shipped_checkpoints_load(scale):
         assert torch.allclose(model.decode(lr, z), x, atol=1e-4)
 
 
-def test_command_line_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys):
+def test_command_line_trains_and_resumes_when_run_again(tmp_path, capsys):
     out = tmp_path / "run.pt"
     args = ["train", "--scale", "2", "--profile", "test", "--out", str(out), "--device", "cpu"]
     assert irn.main(args + ["--steps", "2"]) == 0
-    with pytest.raises(SystemExit, match="--resume"):
-        irn.main(args + ["--steps", "3"])
-    assert irn.main(args + ["--steps", "3", "--resume"]) == 0
+    assert "resuming" not in capsys.readouterr().out
+    assert irn.main(args + ["--steps", "3"]) == 0
+    assert f"resuming from {out}" in capsys.readouterr().out
+    assert torch.load(out, weights_only=True)["step"] == 3
+    with pytest.raises(ValueError, match="x4"):  # another model's checkpoint is never overwritten
+        irn.main(["train", "--scale", "4", "--profile", "test", "--out", str(out), "--device", "cpu", "--steps", "4"])
     assert torch.load(out, weights_only=True)["step"] == 3
     tuned = tmp_path / "tuned.pt"  # fine-tuning starts from the weights of another run
     assert irn.main(["train", "--scale", "2", "--profile", "test", "--out", str(tuned), "--device", "cpu",
