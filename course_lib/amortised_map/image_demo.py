@@ -23,8 +23,7 @@ from ..data import EVAL_PHOTOS, TRAIN_PHOTOS, PatchSampler, dead_leaves, load_ph
 from ..degradation import BlurDownsample, gaussian_kernel
 from ..flows import Glow
 from ..metrics import psnr, ssim
-from ..training import evaluation_mode
-from ..training import fit
+from ..training import evaluation_mode, fit
 from .affdg import ConvDenoiser, affdg_loss, train_denoiser
 from .affgan import ImageDiscriminator, instance_noise_sigma, train_affgan
 from .affll import affll_loss, bits_per_dim, freeze, train_density
