@@ -3,7 +3,7 @@ assumption, KernelGAN estimate, true kernel), and KernelGAN's run time.
 
     .venv/bin/python benchmarks/bench_kernelgan.py [--photos eval|train] [--kernels-per-image 2]
         [--iterations 3000] [--hr-size 0] [--mu 2e-3 5e-3 1e-2] [--no-zssr] [--zssr-steps 1000]
-        [--zssr-kernels bicubic KernelGAN true] [--shard K/N] [--threads N] [--device cpu|cuda]
+        [--zssr-crop 64] [--zssr-kernels bicubic KernelGAN true] [--shard K/N] [--threads N] [--device cpu|cuda]
         [--save-kernels FILE] [--load-kernels FILE] [--results FILE]
     .venv/bin/python benchmarks/bench_kernelgan.py --summarise FILE [FILE ...]
 
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--zssr-steps", type=int, default=1000)
     parser.add_argument("--zssr-channels", type=int, default=64)
     parser.add_argument("--zssr-layers", type=int, default=8)
+    parser.add_argument("--zssr-crop", type=int, default=64, help="HR-father crop size (official: 128)")
     parser.add_argument("--zssr-kernels", nargs="+", choices=KERNELS, default=list(KERNELS),
                         help="the kernels ZSSR runs with (each run takes minutes on a CPU)")
     parser.add_argument("--no-zssr", action="store_true", help="only the closed-form Wiener SR")
@@ -195,14 +196,15 @@ def main() -> None:
     threads = config.set_threads(args.threads)
     device = torch.device(args.device) if args.device else config.get_device()
     gan_config = kg.KernelGANConfig(g_channels=args.g_channels)
-    zssr_config = Z.ZSSRConfig(steps=args.zssr_steps, channels=args.zssr_channels, layers=args.zssr_layers)
+    zssr_config = Z.ZSSRConfig(steps=args.zssr_steps, channels=args.zssr_channels, layers=args.zssr_layers,
+                               crop_size=args.zssr_crop)
     print(f"device {device}, {threads} thread(s); {args.photos} photos, {args.kernels_per_image} kernel(s) each, "
           f"shard {args.shard[0]}/{args.shard[1]}; "
           + (f"kernels from {args.load_kernels}" if args.load_kernels else
              f"KernelGAN {args.iterations} iterations, G channels {args.g_channels}")
           + f"; HR {'whole photos' if args.hr_size <= 0 else f'crops {args.hr_size}px'}; Wiener mu {args.mu}; "
           + ("no ZSSR" if args.no_zssr else f"ZSSR {args.zssr_steps} steps x {args.zssr_layers} layers x "
-             f"{args.zssr_channels} with {args.zssr_kernels}"), flush=True)
+             f"{args.zssr_channels}, crop {args.zssr_crop}, with {args.zssr_kernels}"), flush=True)
 
     rows = []
     for case in make_cases(args, gan_config, device):

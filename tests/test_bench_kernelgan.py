@@ -9,7 +9,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernelgan.py"
 TINY = ["--images", "1", "--kernels-per-image", "2", "--hr-size", "160", "--iterations", "4", "--g-channels", "8",
-        "--zssr-steps", "2", "--zssr-channels", "8", "--zssr-layers", "2", "--mu", "2e-3", "--threads", "1",
+        "--zssr-steps", "2", "--zssr-channels", "8", "--zssr-layers", "2", "--zssr-crop", "32", "--mu", "2e-3", "--threads", "1",
         "--device", "cpu"]
 
 
