@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -77,8 +78,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device: torch.device) -> list[dict]:
-    """The test cases: LR image, true kernel and KernelGAN estimate, made here or loaded."""
+def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device: torch.device) -> Iterator[dict]:
+    """The test cases, one at a time: LR image, true kernel and KernelGAN estimate, made here or loaded."""
     if args.load_kernels:
         cases = torch.load(args.load_kernels, weights_only=False)
         photos = list(EVAL_PHOTOS if args.photos == "eval" else TRAIN_PHOTOS)
@@ -87,7 +88,9 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                 raise ValueError(f"{args.load_kernels} holds {case['name']!r}, not one of the {args.photos} photos")
             case.setdefault("photo_index", photos.index(case["name"]))
             case.setdefault("kernelgan_seconds", float("nan"))
-        return [c for n, c in enumerate(cases) if n % args.shard[1] == args.shard[0]]
+            case.setdefault("kernelgan_cpu_seconds", float("nan"))
+        yield from (c for n, c in enumerate(cases) if n % args.shard[1] == args.shard[0])
+        return
     photos = (EVAL_PHOTOS if args.photos == "eval" else TRAIN_PHOTOS)[: args.images]
     cases = []
     for i, name in enumerate(photos):
@@ -105,7 +108,7 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                           "kernelgan_cpu_seconds": time.process_time() - cpu_start})
             if args.save_kernels:
                 torch.save(cases, args.save_kernels)
-    return cases
+            yield cases[-1]
 
 
 def evaluate_case(case: dict, args: argparse.Namespace, zssr_config: Z.ZSSRConfig, device: torch.device) -> dict:
@@ -116,7 +119,7 @@ def evaluate_case(case: dict, args: argparse.Namespace, zssr_config: Z.ZSSRConfi
         raise ValueError(f"{case['name']}: LR {tuple(lr.shape[-2:])} does not match HR {tuple(hr.shape[-2:])} "
                          f"at x2; was it saved with another --hr-size?")
     row = {"photo": case["name"], "kernel_index": case["kernel_index"], "lr_size": list(lr.shape[-2:]),
-           "kernelgan_seconds": case["kernelgan_seconds"]}
+           "kernelgan_seconds": case["kernelgan_seconds"], "kernelgan_cpu_seconds": case["kernelgan_cpu_seconds"]}
     candidates = dict(zip(KERNELS, (bicubic_kernel(2), case["estimate"], case["true"])))
     for label, kernel in candidates.items():
         row[f"kernel error {label}"] = kg.kernel_error(kernel, case["true"]) if label != "true" else 0.0
@@ -211,7 +214,7 @@ def main() -> None:
         row = evaluate_case(case, args, zssr_config, device)
         rows.append(row)
         print(f"\n{row['photo']}, kernel {row['kernel_index']} (LR {tuple(row['lr_size'])}, "
-              f"KernelGAN {row['kernelgan_seconds']:.1f} s wall)")
+              f"KernelGAN {row['kernelgan_seconds']:.1f} s wall, {row['kernelgan_cpu_seconds']:.1f} s CPU)")
         for key, value in row.items():
             if isinstance(value, float) and "seconds" not in key:
                 print(f"  {key:34s} {value:.4f}")
