@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .degradation.bicubic import imresize
 
-__all__ = ["rgb_to_y", "psnr", "ssim", "lr_psnr"]
+__all__ = ["rgb_to_y", "psnr", "ssim", "lr_psnr", "gradient_energy"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr, BT.601, for [0, 1] inputs
 
@@ -165,3 +165,35 @@ def lr_psnr(
             f"sr {tuple(sr.shape)} must be exactly scale={scale} times lr {tuple(lr.shape)} in height and width"
         )
     return psnr(imresize(sr, 1.0 / int(scale)), lr, shave=shave, y_channel=y_channel, data_range=data_range)
+
+
+def gradient_energy(img: torch.Tensor, *, shave: int = 0, y_channel: bool = False) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels, vertical plus horizontal: a crude sharpness.
+
+    Blur lowers it; edges, texture and noise raise it. The chapters report the ratio
+    ``gradient_energy(sr) / gradient_energy(hr)``: 1 means as much local contrast as the real image,
+    below 1 blurrier, above 1 more detail (or noise) than it has. ``img`` is ``(..., C, H, W)``
+    floats; the mean runs over the last three dimensions, so ``(C, H, W)`` gives a 0-d tensor and
+    ``(N, C, H, W)`` one value per image. ``y_channel=True`` scores the luma (:func:`rgb_to_y`, RGB
+    ``(C, H, W)`` or ``(N, C, H, W)`` only) instead of every channel; ``shave`` drops that many pixels
+    at each border first.
+    """
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"img must be a torch.Tensor, got {type(img).__name__}")
+    if img.ndim < 3:
+        raise ValueError(f"img must have shape (..., C, H, W), got {tuple(img.shape)}")
+    if not img.is_floating_point():
+        raise TypeError(f"img must be a floating-point tensor, got {img.dtype}")
+    if isinstance(shave, bool) or not isinstance(shave, Integral) or shave < 0:
+        raise ValueError(f"shave must be a non-negative int, got {shave!r}")
+    if y_channel:
+        img = rgb_to_y(img)
+    if min(img.shape[-2:]) - 2 * shave < 2:
+        raise ValueError(f"image of size {tuple(img.shape[-2:])} is too small for shave={shave}: "
+                         "need at least 2 pixels left on each side")
+    if shave:
+        img = img[..., shave:-shave, shave:-shave]
+    dims = (-3, -2, -1)
+    vertical = (img[..., 1:, :] - img[..., :-1, :]).square().mean(dim=dims)
+    horizontal = (img[..., :, 1:] - img[..., :, :-1]).square().mean(dim=dims)
+    return vertical + horizontal

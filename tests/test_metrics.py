@@ -13,7 +13,7 @@ from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from course_lib.degradation import imresize, mod_crop, quantize_8bit
-from course_lib.metrics import lr_psnr, psnr, rgb_to_y, ssim
+from course_lib.metrics import gradient_energy, lr_psnr, psnr, rgb_to_y, ssim
 
 
 def _pair(shape=(3, 40, 48), seed=0, noise=0.05):
@@ -149,3 +149,43 @@ def test_metric_errors():
         ssim(a.numpy(), a.numpy())
     with pytest.raises(ValueError, match="data_range"):
         psnr(a, a, data_range=0)
+
+
+def _energy_numpy(a: np.ndarray) -> float:
+    """Independent reference: numpy differences of a (C, H, W) array."""
+    return float((np.diff(a, axis=-2) ** 2).mean() + (np.diff(a, axis=-1) ** 2).mean())
+
+
+def test_gradient_energy_against_numpy():
+    sr, hr = _pair()
+    assert float(gradient_energy(hr)) == pytest.approx(_energy_numpy(hr.numpy()), rel=1e-12)
+    # Y channel with a shave: skimage's rgb2ycbcr for the luma, numpy for the differences
+    y = rgb2ycbcr(_hwc(hr))[..., 0][None, 4:-4, 4:-4]
+    assert float(gradient_energy(hr, shave=4, y_channel=True)) == pytest.approx(_energy_numpy(y), rel=1e-9)
+    # batches: one value per image, over any leading dimensions
+    stack = torch.stack([sr, hr])
+    per_image = gradient_energy(stack)
+    assert per_image.shape == (2,)
+    assert per_image.tolist() == pytest.approx([float(gradient_energy(sr)), float(gradient_energy(hr))])
+    assert gradient_energy(stack[None]).shape == (1, 2)
+
+
+def test_gradient_energy_falls_with_blur_and_rises_with_noise():
+    _, hr = _pair(noise=0.0)
+    blurred = torch.nn.functional.avg_pool2d(hr[None], 3, 1, 1)[0]
+    sr, _ = _pair(noise=0.05)
+    assert gradient_energy(blurred) < gradient_energy(hr) < gradient_energy(sr)
+    assert float(gradient_energy(torch.full((3, 8, 8), 0.5))) == 0.0
+
+
+def test_gradient_energy_errors():
+    with pytest.raises(ValueError, match=r"\(\.\.\., C, H, W\)"):
+        gradient_energy(torch.rand(8, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        gradient_energy(torch.zeros(3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="shave=3"):
+        gradient_energy(torch.rand(3, 7, 7), shave=3)
+    with pytest.raises(ValueError, match="shave"):
+        gradient_energy(torch.rand(3, 8, 8), shave=-1)
+    with pytest.raises(ValueError, match="3 \\(RGB\\) channels"):
+        gradient_energy(torch.rand(1, 8, 8), y_channel=True)

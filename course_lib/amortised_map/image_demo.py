@@ -22,7 +22,7 @@ from torch import nn
 from ..data import EVAL_PHOTOS, TRAIN_PHOTOS, PatchSampler, dead_leaves, load_photo
 from ..degradation import BlurDownsample, gaussian_kernel
 from ..flows import Glow
-from ..metrics import psnr, ssim
+from ..metrics import gradient_energy, psnr, ssim
 from ..training import evaluation_mode, fit
 from .affdg import ConvDenoiser, affdg_loss, train_denoiser
 from .affgan import ImageDiscriminator, instance_noise_sigma, train_affgan
@@ -42,7 +42,6 @@ __all__ = [
     "train_image_flow",
     "train_image_affll",
     "super_resolve",
-    "gradient_energy",
     "evaluate_images",
 ]
 
@@ -257,23 +256,15 @@ def super_resolve(model: nn.Module, y: Tensor, *, batch: int = 8) -> Tensor:
     return torch.cat(out)
 
 
-def gradient_energy(images: Tensor) -> float:
-    """Mean absolute difference between neighbouring pixels (both directions): blur lowers it,
-    sharp edges and high-frequency noise raise it."""
-    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
-    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
-    return float((dx + dy) / 2)
-
-
 def evaluate_images(task: ImageTask, outputs: dict[str, Tensor], judge: nn.Module | None = None
                     ) -> dict[str, dict[str, float]]:
     """Per method (``outputs``: name -> SR images of ``task.eval_hr``): PSNR and SSIM on the Y
     channel with a ``scale``-pixel shave (outputs clamped to [0, 1] first, as saved images are),
-    the gradient energy relative to the ground truth (1 = as much local contrast as the HR
-    images), LR-consistency PSNR of the raw outputs under ``A``, and the judge's cross-entropy in
-    bits/dim."""
+    the gradient energy (:func:`~course_lib.metrics.gradient_energy`) relative to the ground truth
+    (1 = as much local contrast as the HR images), LR-consistency PSNR of the raw outputs under
+    ``A``, and the judge's cross-entropy in bits/dim."""
     hr, lr_img = task.eval_hr, task.eval_lr
-    reference = gradient_energy(hr)
+    reference = float(gradient_energy(hr).mean())
     rows: dict[str, dict[str, float]] = {}
     for name, out in outputs.items():
         if out.shape != hr.shape:
@@ -282,7 +273,7 @@ def evaluate_images(task: ImageTask, outputs: dict[str, Tensor], judge: nn.Modul
         row = {
             "PSNR (dB)": float(psnr(clamped, hr, shave=task.scale).mean()),
             "SSIM": float(ssim(clamped, hr, shave=task.scale).mean()),
-            "gradient energy (x HR)": gradient_energy(clamped) / reference,
+            "gradient energy (x HR)": float(gradient_energy(clamped).mean()) / reference,
             "LR consistency (dB)": consistency_psnr(out, lr_img, task.operator),
         }
         if judge is not None:
