@@ -4,7 +4,7 @@ assumption, KernelGAN estimate, true kernel), and KernelGAN's run time.
     .venv/bin/python benchmarks/bench_kernelgan.py [--photos eval|train] [--kernels-per-image 2]
         [--iterations 3000] [--hr-size 0] [--mu 2e-3 5e-3 1e-2] [--no-zssr] [--zssr-steps 1000]
         [--zssr-crop 64] [--zssr-kernels bicubic KernelGAN true] [--shard K/N] [--threads N] [--device cpu|cuda]
-        [--save-kernels FILE] [--load-kernels FILE] [--results FILE]
+        [--save-kernels FILE] [--load-kernels FILE] [--results FILE] [--without sparsity ...]
     .venv/bin/python benchmarks/bench_kernelgan.py --summarise FILE [FILE ...]
 
 Every photo (``EVAL_PHOTOS`` by default, never used for training anywhere in the course) is taken
@@ -19,6 +19,11 @@ ZSSR takes minutes per image on a CPU, so a run can be split: ``--shard K/N`` do
 starting at case K, ``--load-kernels`` reuses the LR images and KernelGAN estimates that an earlier
 ``--save-kernels`` run stored (no KernelGAN again), and ``--results`` appends one JSON line per
 case, which ``--summarise`` later reads back, whichever process wrote it.
+
+Besides the kernel error, each row gives the size of the estimated and true kernels (the trace of
+``kernel_covariance``, in HR pixels^2) and their elongation (the ratio of the principal standard
+deviations), and the summary their correlation across cases: what the estimates get wrong.
+``--without`` switches regularizers off (``KernelGANConfig.without``) for an ablation.
 
 KernelGAN and ZSSR learn from the test image only, so no photo is ever a training image for them;
 ``--photos train`` runs the same protocol on ``TRAIN_PHOTOS`` as a validation set, to choose the
@@ -41,10 +46,18 @@ from course_lib import config
 from course_lib import kernelgan as kg
 from course_lib import zssr as Z
 from course_lib.data import EVAL_PHOTOS, TRAIN_PHOTOS, load_photo
-from course_lib.degradation import bicubic_kernel, degrade, mod_crop, quantize_8bit, random_div2krk_kernel
+from course_lib.degradation import (bicubic_kernel, degrade, kernel_covariance, mod_crop, quantize_8bit,
+                                   random_div2krk_kernel)
 from course_lib.metrics import psnr, ssim
 
 KERNELS = ("bicubic", "KernelGAN", "true")
+
+
+def kernel_shape(kernel: torch.Tensor) -> tuple[float, float]:
+    """(size, elongation) of a blur kernel: the trace of its covariance (pixels^2) and the ratio of
+    its principal standard deviations (1 = round)."""
+    small, large = torch.linalg.eigvalsh(kernel_covariance(kernel)).clamp_min(1e-12).tolist()
+    return small + large, math.sqrt(large / small)
 
 
 def centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -123,6 +136,8 @@ def evaluate_case(case: dict, args: argparse.Namespace, zssr_config: Z.ZSSRConfi
     candidates = dict(zip(KERNELS, (bicubic_kernel(2), case["estimate"], case["true"])))
     for label, kernel in candidates.items():
         row[f"kernel error {label}"] = kg.kernel_error(kernel, case["true"]) if label != "true" else 0.0
+        if label != "bicubic":  # the bicubic kernel's negative lobes leave it almost no second moment
+            row[f"kernel size {label}"], row[f"kernel elongation {label}"] = kernel_shape(kernel)
         for mu in args.mu:
             row[f"Wiener mu={mu:g} PSNR {label}"] = psnr(Z.wiener_sr(lr, kernel, 2, mu=mu), hr, shave=2)
         if not args.no_zssr and label in args.zssr_kernels:
@@ -147,6 +162,12 @@ def summarise(rows: list[dict]) -> None:
     for key in keys:
         values = [row[key] for row in rows if key in row]
         print(f"  {key:34s} {sum(values) / len(values):.4f}   (n = {len(values)})")
+    sized = [row for row in rows if "kernel size KernelGAN" in row and "kernel size true" in row]
+    if len(sized) >= 3:
+        for what in ("size", "elongation"):
+            pairs = torch.tensor([[r[f"kernel {what} true"], r[f"kernel {what} KernelGAN"]] for r in sized])
+            print(f"  correlation of the true and estimated kernel {what} over {len(sized)} cases: "
+                  f"{float(torch.corrcoef(pairs.T)[0, 1]):+.2f}")
     methods = dict.fromkeys(k.split(" PSNR ")[0] for row in rows for k in row if " PSNR " in k)
     for method in methods:
         pairs = [row for row in rows if f"{method} PSNR KernelGAN" in row and f"{method} PSNR bicubic" in row]
@@ -185,6 +206,8 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="append one JSON line per case to this file")
     parser.add_argument("--summarise", nargs="+", default=None, metavar="FILE",
                         help="only print the summary of --results files")
+    parser.add_argument("--without", nargs="+", choices=kg.REGULARIZERS, default=[],
+                        help="switch these KernelGAN regularizers off (ablation)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -198,13 +221,14 @@ def main() -> None:
 
     threads = config.set_threads(args.threads)
     device = torch.device(args.device) if args.device else config.get_device()
-    gan_config = kg.KernelGANConfig(g_channels=args.g_channels)
+    gan_config = kg.KernelGANConfig(g_channels=args.g_channels).without(*args.without)
     zssr_config = Z.ZSSRConfig(steps=args.zssr_steps, channels=args.zssr_channels, layers=args.zssr_layers,
                                crop_size=args.zssr_crop)
     print(f"device {device}, {threads} thread(s); {args.photos} photos, {args.kernels_per_image} kernel(s) each, "
           f"shard {args.shard[0]}/{args.shard[1]}; "
           + (f"kernels from {args.load_kernels}" if args.load_kernels else
-             f"KernelGAN {args.iterations} iterations, G channels {args.g_channels}")
+             f"KernelGAN {args.iterations} iterations, G channels {args.g_channels}"
+             + (f", without {args.without}" if args.without else ""))
           + f"; HR {'whole photos' if args.hr_size <= 0 else f'crops {args.hr_size}px'}; Wiener mu {args.mu}; "
           + ("no ZSSR" if args.no_zssr else f"ZSSR {args.zssr_steps} steps x {args.zssr_layers} layers x "
              f"{args.zssr_channels}, crop {args.zssr_crop}, with {args.zssr_kernels}"), flush=True)

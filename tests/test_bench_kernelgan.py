@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from course_lib.degradation import kernel_covariance
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernelgan.py"
 TINY = ["--images", "1", "--kernels-per-image", "2", "--hr-size", "160", "--iterations", "4", "--g-channels", "8",
@@ -32,6 +35,14 @@ def test_benchmark_shards_reload_and_summarise(tmp_path, monkeypatch, capsys):
     assert rows[0]["lr_size"] == [80, 80] and rows[0]["kernel error true"] == 0.0
     assert "ZSSR PSNR bicubic" in rows[0] and "ZSSR PSNR KernelGAN" not in rows[0]
     assert "Wiener mu=0.002: KernelGAN kernel" in out
+    # kernel size = trace of the covariance, elongation = ratio of the principal standard deviations
+    saved = torch.load(kernels, weights_only=False)
+    for row, case in zip(rows, saved):
+        for label, kernel in (("true", case["true"]), ("KernelGAN", case["estimate"])):
+            variances = torch.linalg.eigvalsh(kernel_covariance(kernel))
+            assert row[f"kernel size {label}"] == pytest.approx(float(variances.sum()))
+            assert row[f"kernel elongation {label}"] == pytest.approx(float((variances[1] / variances[0]).sqrt()))
+    assert "kernel size bicubic" not in rows[0]
 
     # the two shards of a rerun from the saved kernels give the same figures, without KernelGAN
     parts = [tmp_path / f"shard{k}.jsonl" for k in (0, 1)]
@@ -54,3 +65,22 @@ def test_benchmark_rejects_a_bad_shard(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_bench(monkeypatch, capsys, "--shard", "2/2")
     assert "0 <= K < N" in capsys.readouterr().err
+
+
+def test_benchmark_ablation_switches_regularizers_off(tmp_path, monkeypatch, capsys):
+    import course_lib.kernelgan as kg
+
+    configs = []
+    estimate = kg.estimate_kernel
+
+    def spy(*args, **kwargs):
+        configs.append(kwargs["config"])
+        return estimate(*args, **kwargs)
+
+    monkeypatch.setattr(kg, "estimate_kernel", spy)
+    out = run_bench(monkeypatch, capsys, *TINY, "--kernels-per-image", "1", "--no-zssr", "--without", "sparsity",
+                    "centre")
+    assert "without ['sparsity', 'centre']" in out
+    assert [c.regularizers for c in configs] == [("bicubic", "sum_to_one", "boundaries")]
+    with pytest.raises(SystemExit):
+        run_bench(monkeypatch, capsys, "--without", "smoothness")

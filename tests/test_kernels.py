@@ -15,6 +15,7 @@ from course_lib.degradation import (
     gaussian_kernel,
     imresize,
     kernel_center_of_mass,
+    kernel_covariance,
     kernel_target_center,
     random_div2krk_kernel,
     shift_kernel_to_center,
@@ -211,3 +212,23 @@ def test_kernel_errors():
         kernel_center_of_mass(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="generator"):
         random_div2krk_kernel(2, 13, generator=0)
+
+
+def test_kernel_covariance_of_gaussians_and_against_numpy():
+    sx, sy, theta = 1.5, 3.0, 0.3
+    k = anisotropic_gaussian_kernel(41, sx, sy, theta, dtype=torch.float64)
+    cov = kernel_covariance(k)
+    # sigma_x lies along (cos t, sin t) in (col, row) coordinates, i.e. (sin t, cos t) in (row, col)
+    axes = torch.tensor([[math.sin(theta), math.cos(theta)], [math.cos(theta), -math.sin(theta)]],
+                        dtype=torch.float64).T
+    expected = axes @ torch.diag(torch.tensor([sx**2, sy**2], dtype=torch.float64)) @ axes.T
+    torch.testing.assert_close(cov, expected, atol=1e-6, rtol=1e-6)
+    # an irregular kernel: numpy's weighted covariance of the pixel coordinates
+    k = torch.rand(7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rows, cols = np.meshgrid(np.arange(7), np.arange(9), indexing="ij")
+    reference = np.cov(np.stack([rows.ravel(), cols.ravel()]), aweights=k.numpy().ravel(), bias=True)
+    np.testing.assert_allclose(kernel_covariance(k).numpy(), reference, rtol=1e-12)
+    # size, not brightness: scaling the kernel changes nothing
+    torch.testing.assert_close(kernel_covariance(3 * k), kernel_covariance(k))
+    with pytest.raises(ValueError, match="sums to zero"):
+        kernel_covariance(torch.zeros(5, 5))

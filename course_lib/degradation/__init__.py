@@ -7,6 +7,7 @@ from .kernels import (
     bicubic_kernel,
     gaussian_kernel,
     kernel_center_of_mass,
+    kernel_covariance,
     random_div2krk_kernel,
     shift_kernel_to_center,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "bicubic_kernel",
     "random_div2krk_kernel",
     "kernel_center_of_mass",
+    "kernel_covariance",
     "shift_kernel_to_center",
     "BlurDownsample",
     "Subsample",

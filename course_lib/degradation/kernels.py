@@ -27,6 +27,7 @@ __all__ = [
     "bicubic_kernel",
     "random_div2krk_kernel",
     "kernel_center_of_mass",
+    "kernel_covariance",
     "shift_kernel_to_center",
 ]
 
@@ -120,6 +121,24 @@ def kernel_center_of_mass(kernel: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(kernel.shape[0], dtype=torch.float64)
     cols = torch.arange(kernel.shape[1], dtype=torch.float64)
     return torch.stack([(kernel.sum(1) * rows).sum() / total, (kernel.sum(0) * cols).sum() / total])
+
+
+def kernel_covariance(kernel: torch.Tensor) -> torch.Tensor:
+    """The 2x2 (row, col) covariance of a kernel read as a distribution: second moments about
+    :func:`~course_lib.degradation.kernels.kernel_center_of_mass`, divided by ``sum(k)``, in pixels^2
+    (float64).
+
+    Its eigenvalues are the variances along the kernel's principal axes (``sigma_x^2`` and
+    ``sigma_y^2`` for an :func:`~course_lib.degradation.kernels.anisotropic_gaussian_kernel` whose
+    support holds it); their sum measures the blur's size, their ratio its elongation.
+    """
+    center = kernel_center_of_mass(kernel)
+    kernel = _check_kernel(kernel).to(torch.float64)
+    kernel = kernel / kernel.sum()
+    rows = torch.arange(kernel.shape[0], dtype=torch.float64)[:, None] - center[0]
+    cols = torch.arange(kernel.shape[1], dtype=torch.float64)[None, :] - center[1]
+    rr, cc, rc = (kernel * rows**2).sum(), (kernel * cols**2).sum(), (kernel * rows * cols).sum()
+    return torch.stack([torch.stack([rr, rc]), torch.stack([rc, cc])])
 
 
 def _shift_linear(kernel: torch.Tensor, shift: float, dim: int) -> torch.Tensor:
