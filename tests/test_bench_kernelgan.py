@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib.degradation import kernel_covariance
+from course_lib.degradation import kernel_covariance, mean_div2krk_kernel
+from course_lib.kernelgan import kernel_error
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernelgan.py"
 TINY = ["--images", "1", "--kernels-per-image", "2", "--hr-size", "160", "--iterations", "4", "--g-channels", "8",
@@ -43,6 +44,11 @@ def test_benchmark_shards_reload_and_summarise(tmp_path, monkeypatch, capsys):
             assert row[f"kernel size {label}"] == pytest.approx(float(variances.sum()))
             assert row[f"kernel elongation {label}"] == pytest.approx(float((variances[1] / variances[0]).sqrt()))
     assert "kernel size bicubic" not in rows[0]
+    # the prior-mean baseline: scored like the other kernels, its gain summarised
+    prior = mean_div2krk_kernel(2, 21)
+    assert rows[0]["kernel error prior mean"] == pytest.approx(kernel_error(prior, saved[0]["true"]))
+    assert "Wiener mu=0.002 PSNR prior mean" in rows[0] and "ZSSR PSNR prior mean" not in rows[0]
+    assert "Wiener mu=0.002: prior mean kernel" in out
 
     # the two shards of a rerun from the saved kernels give the same figures, without KernelGAN
     parts = [tmp_path / f"shard{k}.jsonl" for k in (0, 1)]

@@ -16,6 +16,7 @@ from course_lib.degradation import (
     imresize,
     kernel_center_of_mass,
     kernel_covariance,
+    mean_div2krk_kernel,
     kernel_target_center,
     random_div2krk_kernel,
     shift_kernel_to_center,
@@ -232,3 +233,18 @@ def test_kernel_covariance_of_gaussians_and_against_numpy():
     torch.testing.assert_close(kernel_covariance(3 * k), kernel_covariance(k))
     with pytest.raises(ValueError, match="sums to zero"):
         kernel_covariance(torch.zeros(5, 5))
+
+
+def test_mean_div2krk_kernel_is_the_seeded_average_and_round():
+    mean = mean_div2krk_kernel(2, 21, samples=300, seed=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    by_hand = torch.stack([random_div2krk_kernel(2, 21, g, dtype=torch.float64) for _ in range(300)]).mean(0)
+    torch.testing.assert_close(mean, by_hand / by_hand.sum())
+    variances = torch.linalg.eigvalsh(kernel_covariance(mean))
+    assert float(variances[1] / variances[0]) < 1.1  # random angles average out
+    # the mean eigen-variance of U(0.35, 5) is 2.675 per axis; the multiplicative noise adds a little
+    assert 2.675 < float(variances.mean()) < 2.675 * 1.1
+    torch.testing.assert_close(kernel_center_of_mass(mean), torch.tensor([10.5, 10.5], dtype=torch.float64),
+                               atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="samples"):
+        mean_div2krk_kernel(2, samples=0)

@@ -8,6 +8,7 @@ from .kernels import (
     gaussian_kernel,
     kernel_center_of_mass,
     kernel_covariance,
+    mean_div2krk_kernel,
     random_div2krk_kernel,
     shift_kernel_to_center,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "anisotropic_gaussian_kernel",
     "bicubic_kernel",
     "random_div2krk_kernel",
+    "mean_div2krk_kernel",
     "kernel_center_of_mass",
     "kernel_covariance",
     "shift_kernel_to_center",

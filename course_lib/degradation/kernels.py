@@ -26,6 +26,7 @@ __all__ = [
     "anisotropic_gaussian_kernel",
     "bicubic_kernel",
     "random_div2krk_kernel",
+    "mean_div2krk_kernel",
     "kernel_center_of_mass",
     "kernel_covariance",
     "shift_kernel_to_center",
@@ -206,3 +207,21 @@ def random_div2krk_kernel(
     kernel = kernel * (1 + 0.8 * noise - 0.4)
     kernel = shift_kernel_to_center(kernel / kernel.sum(), scale)
     return (kernel / kernel.sum()).to(dtype)
+
+
+def mean_div2krk_kernel(scale: int, size: int = 21, *, samples: int = 2000, seed: int = 0,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The average of ``samples`` kernels of :func:`~course_lib.degradation.kernels.random_div2krk_kernel`
+    (seeded): the best single guess of a DIV2KRK kernel that ignores the image.
+
+    A round blur (the random angles average out) whose variance along each axis is about the mean
+    eigen-variance ``1.34 * scale`` pixels^2 (a little more, from the multiplicative noise). A blind
+    kernel estimator is only useful where it beats this prior mean.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros(_check_size(size), size, dtype=torch.float64)
+    for _ in range(samples):
+        total += random_div2krk_kernel(scale, size, generator, dtype=torch.float64)
+    return (total / total.sum()).to(dtype)
