@@ -17,6 +17,10 @@ averaged over channels). Inputs are ``(C, H, W)`` (a Python float is returned) o
 also round SR outputs to 8 bits before measuring; do that yourself with
 :func:`course_lib.degradation.bicubic.quantize_8bit` if you want their numbers exactly. Computations run
 in float64 (float32 on Apple MPS).
+
+:func:`gradient_energy` is not a paper metric but the chapters' crude sharpness measure: blur
+lowers it, so the ratio to the ground truth's shows how much detail an SR output has kept or
+invented.
 """
 
 from __future__ import annotations
