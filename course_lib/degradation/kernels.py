@@ -220,8 +220,9 @@ def mean_div2krk_kernel(scale: int, size: int = 21, *, samples: int = 2000, seed
     """
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
+    size = _check_size(size)
     generator = torch.Generator().manual_seed(seed)
-    total = torch.zeros(_check_size(size), size, dtype=torch.float64)
+    total = torch.zeros(size, size, dtype=torch.float64)
     for _ in range(samples):
         total += random_div2krk_kernel(scale, size, generator, dtype=torch.float64)
     return (total / total.sum()).to(dtype)
