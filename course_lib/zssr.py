@@ -23,8 +23,12 @@ network, ``back_projection`` rounds of iterative back-projection (Irani & Peleg,
 result consistent with ``y`` under the kernel: ``x <- x + bicubic_up(y - (x * k) downsampled)``.
 
 For quick experiments (sweeping many kernels) :func:`~course_lib.zssr.wiener_sr` is a second kernel-aware method that
-needs no training at all: the regularised least-squares solution ``A^T (A A^T + mu I)^{-1} y`` of
-``y = A x`` with ``A`` = :class:`~course_lib.degradation.operators.BlurDownsample`, computed exactly with FFTs.
+needs no training at all: the regularised least-squares solution of ``y = A x`` with a smoothness
+prior, ``A.prox_l2`` of :class:`~course_lib.degradation.operators.BlurDownsample`, computed exactly with FFTs.
+
+Both use the course's one operator ``A``: ZSSR degrades its fathers with
+``BlurDownsample(kernel, scale, boundary="symmetric")`` (no wrap-around), the Wiener step solves
+with the periodic one on a mirror-padded image.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from torch import nn
 
 from .config import get_device
 from .data.patches import dihedral
-from .degradation import BlurDownsample, bicubic_kernel, degrade, imresize
+from .degradation import BlurDownsample, bicubic_kernel, gradient_penalty, imresize
 from .training import History, fit
 
 __all__ = ["ZSSRConfig", "ZSSRNet", "make_fathers", "zssr", "back_project", "degrade_with_kernel", "wiener_sr"]
@@ -118,11 +122,11 @@ def _check_inputs(lr, kernel, scale) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 def degrade_with_kernel(hr: torch.Tensor, kernel: torch.Tensor, scale: int) -> torch.Tensor:
-    """``(hr * kernel)`` downsampled by ``scale`` with mirrored borders (no wrap-around);
-    ``hr`` is cropped to a multiple of ``scale`` first."""
+    """``BlurDownsample(kernel, scale, boundary="symmetric").A(hr)``: blur with mirrored borders (no
+    wrap-around), then subsample; ``hr`` is cropped to a multiple of ``scale`` first."""
     h, w = hr.shape[-2:]
     hr = hr[..., : h - h % scale, : w - w % scale]
-    return degrade(hr, scale, kernel=kernel.to(hr), boundary="symmetric")
+    return BlurDownsample(kernel.to(hr), scale, boundary="symmetric").A(hr)
 
 
 def make_fathers(lr: torch.Tensor, kernel: torch.Tensor, scale: int, scales=(1.0, 0.85, 0.7),
@@ -237,28 +241,21 @@ def wiener_sr(lr: torch.Tensor, kernel: torch.Tensor | None, scale: int = 2, *, 
     """Closed-form kernel-aware SR: the minimiser of ``||A x - y||^2 + mu (||grad x||^2 + eps ||x||^2)``
     for ``A = BlurDownsample(kernel, scale)`` (periodic boundaries), computed exactly with FFTs.
 
-    With ``P = mu (|D|^2 + eps)`` the (circulant) regulariser, the push-through identity gives
-    ``x = P^{-1} A^T (I + A P^{-1} A^T)^{-1} y``; ``A P^{-1} A^T`` is circulant on the LR grid with
-    eigenvalues ``mean over the s^2 aliases of |H|^2 / P`` (as :meth:`~course_lib.degradation.operators.BlurDownsample.AAt_spectrum`).
-    ``lr`` is mirror-padded by ``pad`` LR pixels first and the result cropped, so that the periodic
-    wrap-around does not show at the borders. A Wiener filter with a smoothness prior: instant, no
-    training; sharper with the right kernel, blurry or ringing with a wrong one. ``clamp`` clips the
-    result to [0, 1].
+    This is ``A.prox_l2(0, y, gamma=1/mu, weight=gradient_penalty(eps))``: a Wiener filter with a
+    smoothness prior (see :meth:`~course_lib.degradation.operators.BlurDownsample.prox_l2` for the
+    push-through identity that makes it two FFTs). ``lr`` is mirror-padded by ``pad`` LR pixels first
+    and the result cropped, so that the periodic wrap-around does not show at the borders. Instant,
+    no training; sharper with the right kernel, blurry or ringing with a wrong one. ``clamp`` clips
+    the result to [0, 1].
     """
     lr, kernel, scale = _check_inputs(lr, kernel, scale)
     if not (mu > 0 and eps > 0):
         raise ValueError(f"mu and eps must be positive, got mu={mu}, eps={eps}")
     y = F.pad(lr[None].double(), (pad, pad, pad, pad), mode="reflect")[0] if pad else lr.double()
     h, w = y.shape[-2:]
-    op = BlurDownsample(kernel.double(), scale)
-    H = op.kernel_spectrum((h * scale, w * scale), dtype=torch.float64, device=y.device)
-    fy = torch.fft.fftfreq(h * scale, dtype=torch.float64, device=y.device)[:, None]
-    fx = torch.fft.fftfreq(w * scale, dtype=torch.float64, device=y.device)[None, :]
-    gradient_power = (2 - 2 * torch.cos(2 * torch.pi * fy)) + (2 - 2 * torch.cos(2 * torch.pi * fx))
-    P = mu * (gradient_power + eps)
-    lam = (H.abs() ** 2 / P).reshape(scale, h, scale, w).mean(dim=(0, 2))
-    z = torch.fft.ifft2(torch.fft.fft2(y) / (1 + lam)).real
-    x = torch.fft.ifft2(torch.fft.fft2(op.At(z)) / P).real
+    operator = BlurDownsample(kernel.double(), scale)
+    start = torch.zeros(*y.shape[:-2], h * scale, w * scale, dtype=torch.float64, device=y.device)
+    x = operator.prox_l2(start, y, 1.0 / mu, weight=gradient_penalty(eps))
     if pad:
         x = x[..., pad * scale: -pad * scale, pad * scale: -pad * scale]
     return (x.clamp(0, 1) if clamp else x).to(lr.dtype)

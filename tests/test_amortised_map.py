@@ -21,7 +21,7 @@ from course_lib.amortised_map.affdg import (
     gaussian_mmse_denoiser,
     score_estimate,
 )
-from course_lib.amortised_map.affgan import discriminator_loss, generator_loss, instance_noise_sigma
+from course_lib.amortised_map.affgan import noisy_discriminator_loss, generator_loss, instance_noise_sigma
 from course_lib.amortised_map.affll import affll_loss, bits_per_dim
 from course_lib.amortised_map.baselines import SRNet, mlp, mse_loss
 from course_lib.amortised_map.projection import (
@@ -265,7 +265,7 @@ def test_gan_losses_match_their_formulas():
     d = torch.sigmoid(disc(fake)[:, 0])
     expected = (-torch.log(d) + torch.log1p(-d)).mean()  # E[-log D + log(1 - D)]
     assert torch.allclose(generator_loss(disc, fake, 0.0), expected, atol=1e-6)
-    loss, stats = discriminator_loss(disc, real, fake, 0.0)
+    loss, stats = noisy_discriminator_loss(disc, real, fake, 0.0)
     dr = torch.sigmoid(disc(real)[:, 0])
     assert torch.allclose(loss, -(torch.log(dr).mean() + torch.log1p(-d).mean()), atol=1e-6)
     assert 0.0 <= stats["d_acc_real"] <= 1.0
@@ -312,7 +312,7 @@ def test_exact_map_and_posterior_mean_for_gaussian_prior():
     mean = torch.tensor([0.4, -0.3], dtype=torch.float64)
     cov = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
     problem = ToyMAPProblem(_FullGaussian(mean, cov))
-    a = problem.operator.matrix
+    a = problem.operator.matrix()
     y = torch.linspace(-1.5, 1.5, 9, dtype=torch.float64)[:, None]
     # conditioning a Gaussian on the noiseless observation A x = y
     expected = mean + ((y - mean @ a.T) / (a @ cov @ a.T)) @ (cov @ a.T).T

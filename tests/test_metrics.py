@@ -12,7 +12,7 @@ from skimage import data as skdata
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from course_lib.degradation import imresize, mod_crop, quantize_8bit
+from course_lib.degradation import BicubicDownsample, BlurDownsample, gaussian_kernel, imresize, mod_crop, quantize_8bit
 from course_lib.metrics import gradient_energy, lr_psnr, psnr, rgb_to_y, ssim
 
 
@@ -122,6 +122,25 @@ def test_lr_psnr():
     assert lr_psnr(hr + d, lr, 4, y_channel=True) == pytest.approx(10 * math.log10(255**2 / (219 * d) ** 2), abs=1e-8)
     with pytest.raises(ValueError, match="scale=2 times lr"):
         lr_psnr(hr, lr, 2)
+    with pytest.raises(ValueError, match="exactly one of scale"):
+        lr_psnr(hr, lr)
+
+
+def test_lr_psnr_takes_the_operator():
+    """With an operator, LR-PSNR measures consistency under that A: exact (inf) for A's own output,
+    and the bicubic default is BicubicDownsample."""
+    _, hr = _pair(shape=(3, 32, 32), seed=7)
+    blur = BlurDownsample(gaussian_kernel(8, 1.2).double(), 2, "symmetric")
+    lr = blur.A(hr)
+    assert lr_psnr(hr, lr, operator=blur) == math.inf
+    assert lr_psnr(hr, lr, 2) < 45  # the bicubic operator is not the one that made lr
+    assert lr_psnr(hr, imresize(hr, 0.5), operator=BicubicDownsample(2)) == math.inf
+    with pytest.raises(ValueError, match="exactly one of scale"):
+        lr_psnr(hr, lr, 2, operator=blur)
+    with pytest.raises(TypeError, match="LinearOperator"):
+        lr_psnr(hr, lr, operator=lambda x: x)
+    with pytest.raises(ValueError, match="the operator maps sr"):
+        lr_psnr(hr, lr[..., :-1], operator=blur)
 
 
 def test_metric_errors():

@@ -28,15 +28,15 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..losses import discriminator_loss
 from ..training import History, Trainer
 
 __all__ = [
     "instance_noise_sigma",
     "add_instance_noise",
-    "discriminator_loss",
+    "noisy_discriminator_loss",
     "generator_loss",
     "ImageDiscriminator",
     "train_affgan",
@@ -75,8 +75,10 @@ def _logits(discriminator: nn.Module, x: Tensor) -> Tensor:
     return out.reshape(out.shape[0], -1).mean(dim=1)
 
 
-def discriminator_loss(discriminator: nn.Module, real: Tensor, fake: Tensor, sigma: float) -> tuple[Tensor, dict]:
-    """Logistic loss of ``D`` on noisy real images (label 1) and noisy generated ones (label 0).
+def noisy_discriminator_loss(discriminator: nn.Module, real: Tensor, fake: Tensor, sigma: float
+                             ) -> tuple[Tensor, dict]:
+    """:func:`course_lib.losses.discriminator_loss` (logistic) of ``D`` on real and generated images,
+    both with instance noise of standard deviation ``sigma``.
 
     ``fake`` is detached: this loss trains only the discriminator. Returns ``(loss, stats)`` with
     the fraction of correctly classified real and fake inputs.
@@ -85,8 +87,7 @@ def discriminator_loss(discriminator: nn.Module, real: Tensor, fake: Tensor, sig
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} images differ in shape")
     logit_real = _logits(discriminator, add_instance_noise(real, sigma))
     logit_fake = _logits(discriminator, add_instance_noise(fake.detach(), sigma))
-    loss = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
-            + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+    loss = discriminator_loss(logit_real, logit_fake, kind="nonsaturating")
     stats = {"d_acc_real": float((logit_real > 0).float().mean()),
              "d_acc_fake": float((logit_fake < 0).float().mean())}
     return loss, stats
@@ -165,7 +166,7 @@ def train_affgan(
         for _ in range(d_steps):
             with torch.no_grad():
                 fake = generator(y)
-            loss_d, stats = discriminator_loss(discriminator, real, fake, sigma)
+            loss_d, stats = noisy_discriminator_loss(discriminator, real, fake, sigma)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()

@@ -17,12 +17,12 @@ likes smooth images, pulls the outputs there.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..flows import nll_bits_per_dim
 from ..training import History, fit
 
 __all__ = ["density_nll", "train_density", "affll_loss", "bits_per_dim", "freeze"]
@@ -82,4 +82,4 @@ def bits_per_dim(density: nn.Module, images: Tensor) -> Tensor:
         raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
     with torch.no_grad():
         log_p = _log_prob(density, images)
-    return -log_p / (images[0].numel() * math.log(2.0)) + 8.0
+    return nll_bits_per_dim(log_p, images[0].numel()) + 8.0

@@ -20,19 +20,20 @@ Two ways to get ``A^+`` (the pseudo-inverse) for the blur-and-subsample operator
   regressing white-noise images ``x`` from ``A x``: for white ``x`` the least-squares regressor
   ``E[x (Ax)^T] E[(Ax)(Ax)^T]^{-1} = A^T (A A^T)^{-1}`` is exactly ``A^+``.
 
-For the 2D toy problem, :class:`MatrixOperator` offers the same interface for a plain matrix.
+The operators themselves (``A``, ``A^T``, ``A^+``, ``project``) are the course's one family in
+:mod:`course_lib.degradation.operators`; for the 2D toy problem
+:class:`~course_lib.degradation.operators.MatrixOperator` is a plain matrix with the same interface.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..degradation import BlurDownsample
+from ..degradation import BlurDownsample, LinearOperator, MatrixOperator
 
 __all__ = [
     "LinearOperator",
@@ -49,14 +50,6 @@ __all__ = [
 Tensor = torch.Tensor
 
 
-class LinearOperator(Protocol):
-    """What the projection needs from ``A``: the forward map and its pseudo-inverse."""
-
-    def A(self, x: Tensor) -> Tensor: ...  # noqa: N802,E704
-
-    def pinv(self, y: Tensor) -> Tensor: ...  # noqa: E704
-
-
 def _check_float(x, name: str, min_dim: int = 1) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -64,63 +57,6 @@ def _check_float(x, name: str, min_dim: int = 1) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.ndim < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}")
-
-
-class MatrixOperator:
-    """``A x = M x`` for vectors: batches ``(..., n) -> (..., m)``, with ``M`` of shape ``(m, n)``.
-
-    The 2D toy problem uses ``M = [[1/2, 1/2]]`` (one "LR pixel", the mean of two "HR pixels").
-    ``M`` must have full row rank so that ``A A^+ = I`` and every ``y`` has solutions.
-    """
-
-    def __init__(self, matrix):
-        m = torch.as_tensor(matrix, dtype=torch.float64)
-        if m.ndim != 2 or m.numel() == 0:
-            raise ValueError(f"matrix must be a non-empty 2D array (m, n), got shape {tuple(m.shape)}")
-        if not torch.isfinite(m).all():
-            raise ValueError("matrix contains non-finite values")
-        rows, cols = m.shape
-        if rows > cols or torch.linalg.matrix_rank(m) < rows:
-            raise ValueError(f"matrix of shape {tuple(m.shape)} must have full row rank (rank {rows})")
-        self.matrix = m
-        self.pinv_matrix = torch.linalg.pinv(m)  # M^T (M M^T)^-1, shape (n, m)
-        self.out_dim, self.in_dim = rows, cols
-
-    def __repr__(self) -> str:
-        return f"MatrixOperator({self.matrix.tolist()})"
-
-    def _mat(self, which: Tensor, like: Tensor) -> Tensor:
-        return which.to(dtype=like.dtype, device=like.device)
-
-    def _check(self, x, name: str, dim: int) -> None:
-        _check_float(x, name)
-        if x.shape[-1] != dim:
-            raise ValueError(f"{name} must have last dimension {dim} for this operator, got shape {tuple(x.shape)}")
-
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802 - the operator's name in the paper
-        self._check(x, "x", self.in_dim)
-        return x @ self._mat(self.matrix, x).T
-
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
-        self._check(y, "y", self.out_dim)
-        return y @ self._mat(self.matrix, y)
-
-    def pinv(self, y: Tensor) -> Tensor:
-        self._check(y, "y", self.out_dim)
-        return y @ self._mat(self.pinv_matrix, y).T
-
-    def project(self, x: Tensor, y: Tensor) -> Tensor:
-        """Orthogonal projection of ``x`` onto ``{x : A x = y}``: ``x - A^+ (A x - y)``."""
-        return x - self.pinv(self.A(x) - y)
-
-    def nullspace_project(self, x: Tensor) -> Tensor:
-        """``(I - A^+ A) x``."""
-        return x - self.pinv(self.A(x))
-
-    def nullspace_basis(self) -> Tensor:
-        """An orthonormal basis of ker A as the columns of an ``(n, n - m)`` float64 matrix."""
-        _, _, vh = torch.linalg.svd(self.matrix)
-        return vh[self.out_dim:].T.contiguous()
 
 
 def blur_operator(kernel, scale: int, *, atol: float = 1e-3) -> BlurDownsample:
@@ -322,8 +258,9 @@ class AffineProjection(nn.Module):
 
     def __init__(self, operator: LinearOperator, pinv: nn.Module | None = None):
         super().__init__()
-        if not hasattr(operator, "A") or not hasattr(operator, "pinv"):
-            raise TypeError("operator must provide A(x) and pinv(y) (e.g. BlurDownsample or MatrixOperator)")
+        if not isinstance(operator, LinearOperator):
+            raise TypeError("operator must be a course_lib.degradation LinearOperator (e.g. BlurDownsample or "
+                            f"MatrixOperator), got {type(operator).__name__}")
         kernel = getattr(operator, "kernel", None)
         if kernel is not None and abs(float(torch.as_tensor(kernel).double().sum()) - 1.0) > 1e-3:
             raise ValueError(f"the operator's blur kernel sums to {float(kernel.sum()):.6g}, not 1")
@@ -334,6 +271,7 @@ class AffineProjection(nn.Module):
         return self.operator.pinv(y) if self.learned_pinv is None else self.learned_pinv(y)
 
     def forward(self, g: Tensor, y: Tensor) -> Tensor:
+        """``g - B (A g - y)``: :meth:`LinearOperator.project` itself when ``B`` is the exact ``A^+``."""
         _check_float(g, "g")
         _check_float(y, "y")
         residual = self.operator.A(g)
@@ -343,7 +281,9 @@ class AffineProjection(nn.Module):
                 f"gives {tuple(residual.shape)}; y must be the LR image that A produces")
         if not torch.isfinite(y).all():
             raise ValueError("y contains non-finite values")
-        return g - self.pinv(residual - y)
+        if self.learned_pinv is None:
+            return self.operator.project(g, y)
+        return g - self.learned_pinv(residual - y)
 
 
 class ProjectedNetwork(nn.Module):

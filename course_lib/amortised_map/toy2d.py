@@ -79,7 +79,7 @@ class ToyMAPProblem:
         self.prior = prior
         self.operator = MatrixOperator(matrix)
         if self.operator.in_dim != 2 or self.operator.out_dim != 1:
-            raise ValueError(f"the toy problem needs A of shape (1, 2), got {tuple(self.operator.matrix.shape)}")
+            raise ValueError(f"the toy problem needs A of shape (1, 2), got {tuple(self.operator.matrix().shape)}")
         self.null = self.operator.nullspace_basis()[:, 0]  # unit vector spanning ker A
         (x0, x1), (y0, y1) = prior.bounds
         self.reach = math.hypot(max(abs(x0), abs(x1)), max(abs(y0), abs(y1)))  # |u| beyond it: no mass

@@ -20,6 +20,7 @@ from .operators import BlurDownsample
 
 __all__ = ["degrade", "jpeg_compress"]
 
+# ``valid`` would shrink the image by the kernel size: degrade keeps H/s x W/s.
 BOUNDARIES = ("periodic", "symmetric")
 
 
@@ -47,17 +48,6 @@ def jpeg_compress(img: torch.Tensor, quality: int) -> torch.Tensor:
     return result.reshape(img.shape)
 
 
-def _pad_symmetric(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Mirror-pad the last two dims by ``pad`` with edge repetition (``... b a | a b ...``), as MATLAB's
-    ``'symmetric'`` and scipy.ndimage's ``'reflect'``; works for any ``pad``."""
-    for dim in (-2, -1):
-        n = x.shape[dim]
-        mirror = torch.cat([torch.arange(n), torch.arange(n - 1, -1, -1)]).to(x.device)
-        index = mirror[torch.arange(-pad, n + pad, device=x.device) % (2 * n)]
-        x = x.index_select(dim, index)
-    return x
-
-
 def degrade(
     hr: torch.Tensor,
     scale: int,
@@ -73,15 +63,15 @@ def degrade(
     Args:
         hr: float image ``(C, H, W)`` or ``(N, C, H, W)`` in ``[0, 1]``, ``H`` and ``W`` divisible by ``scale``.
         scale: positive int.
-        kernel: 2D blur kernel; ``None`` means MATLAB bicubic (:func:`~course_lib.degradation.bicubic.bicubic_downscale`, symmetric
-            borders). Otherwise :class:`~course_lib.degradation.operators.BlurDownsample` (its alignment convention) is applied.
+        kernel: 2D blur kernel; ``None`` means MATLAB bicubic (:class:`~course_lib.degradation.operators.BicubicDownsample`,
+            symmetric borders). Otherwise ``BlurDownsample(kernel, scale, boundary)`` (its alignment convention) is applied.
         noise_sigma: standard deviation of white Gaussian noise on the ``[0, 1]`` scale (e.g. ``5/255``).
         jpeg_quality: if given, the noisy LR is clamped, rounded to 8 bits and JPEG-compressed with
             Pillow at this quality (then returned as floats).
         generator: the noise comes from this CPU or CUDA generator (drawn on its device, then moved),
             so the result is reproducible given the generator.
-        boundary: for an explicit kernel, ``'periodic'`` (default; then, without noise and JPEG,
-            ``y = A x`` exactly) or ``'symmetric'`` (mirror the HR image first, no wrap-around).
+        boundary: for an explicit kernel, ``'periodic'`` (default) or ``'symmetric'`` (mirrored borders,
+            no wrap-around): without noise and JPEG, ``y = BlurDownsample(kernel, scale, boundary).A(hr)``.
 
     Returns:
         The LR image, same rank, dtype and device; not clamped unless JPEG is applied.
@@ -103,12 +93,7 @@ def degrade(
     if kernel is None:
         lr = bicubic_downscale(hr, scale)
     else:
-        operator = BlurDownsample(kernel, scale)
-        if boundary == "periodic":
-            lr = operator.A(hr)
-        else:  # pad by whole LR pixels, at least the kernel's reach, then drop them again
-            pad_lr = math.ceil(max(operator.kernel.shape) / scale)
-            lr = operator.A(_pad_symmetric(hr, pad_lr * scale))[..., pad_lr:-pad_lr, pad_lr:-pad_lr]
+        lr = BlurDownsample(kernel, scale, boundary=boundary).A(hr)
 
     if noise_sigma > 0:
         device = generator.device if generator is not None else torch.device("cpu")
