@@ -20,6 +20,9 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+__all__ = ["PROFILES", "ENV_VAR", "STATIC_BUILD_VAR", "get_profile", "is_static_build", "choose", "get_device",
+           "seed_everything", "set_threads", "setup"]
+
 PROFILES = ("test", "cpu", "gpu")
 ENV_VAR = "COURSE_PROFILE"
 STATIC_BUILD_VAR = "COURSE_STATIC_BUILD"

@@ -17,6 +17,19 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
+__all__ = [
+    "to_display",
+    "show_images",
+    "compare_crops",
+    "difference_map",
+    "plot_kernel",
+    "density_grid",
+    "plot_density_2d",
+    "plot_samples_2d",
+    "js_animation",
+    "slider_explorer",
+]
+
 Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels of the first image
 
 

@@ -5,6 +5,9 @@
 * :mod:`.affgan`, :mod:`.affdg`, :mod:`.affll`: the three solvers of the cross-entropy objective.
 * :mod:`.baselines`: MSE, Aff-MSE and MAE regression, and the networks.
 * :mod:`.toy2d`: the 2D toy problem with an exact MAP; :mod:`.image_demo`: the image experiment.
+
+Equation numbers: the paper's text was not at hand when this was written, so the docstrings name the
+method ("AffGAN", "affine projection") rather than an equation number; no official code is public.
 """
 
 from __future__ import annotations

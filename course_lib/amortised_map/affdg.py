@@ -107,7 +107,10 @@ def sample_sigmas(n: int, sigma_min: float, sigma_max: float, *, generator: torc
 def denoiser_loss(denoiser: nn.Module, x: Tensor, sigma_min: float, sigma_max: float) -> Tensor:
     """Denoising score matching: ``E || D(x + sigma eps, sigma) - x ||^2 / sigma^2`` with
     ``sigma`` log-uniform; dividing by ``sigma^2`` weighs every noise level alike (it is the MSE
-    of the predicted noise)."""
+    of the predicted noise).
+
+    Paper: Sønderby et al. 2017 (ICLR), AffDG · Book: ch. 3, "AffDG: denoiser-guided" · Official code: none public
+    """
     sigma = sample_sigmas(x.shape[0], sigma_min, sigma_max, device=x.device).to(x.dtype)
     s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
     noisy = x + s * torch.randn_like(x)
@@ -124,7 +127,10 @@ def train_denoiser(denoiser: nn.Module, hr_batch_fn: Callable[[int], Tensor], st
 
 
 def score_estimate(denoiser: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigma) -> Tensor:
-    """``(D_sigma(x) - x) / sigma^2``: the denoiser's estimate of ``grad_x log p_sigma(x)``."""
+    """``(D_sigma(x) - x) / sigma^2``: the denoiser's estimate of ``grad_x log p_sigma(x)``.
+
+    Paper: Sønderby et al. 2017 (ICLR), AffDG · Book: ch. 3, "AffDG: denoiser-guided" · Official code: none public
+    """
     s = _sigma_column(sigma, x)
     return (denoiser(x, sigma) - x) / s**2
 
@@ -135,6 +141,8 @@ def affdg_loss(model: nn.Module, y: Tensor, denoiser: nn.Module, sigma: float) -
 
     Its value is meaningless; the logged ``score_null`` is the mean norm of the score's
     null-space part (what the projected network can still improve; zero at a MAP).
+
+    Paper: Sønderby et al. 2017 (ICLR), AffDG · Book: ch. 3, "AffDG: denoiser-guided" · Official code: none public
     """
     out = model(y)
     with torch.no_grad():

@@ -50,6 +50,8 @@ def instance_noise_sigma(step: int, steps: int, start: float, end: float, *, sch
 
     ``"geometric"`` interpolates ``log sigma`` linearly (equal time per octave of noise),
     ``"linear"`` interpolates ``sigma``. ``end`` is reached at the last step.
+
+    Paper: Sønderby et al. 2017 (ICLR), AffGAN · Book: ch. 3, "AffGAN: a GAN ..." · Official code: none public
     """
     if not (start >= 0 and end >= 0 and math.isfinite(start) and math.isfinite(end)):
         raise ValueError(f"noise levels must be finite and >= 0, got start={start}, end={end}")
@@ -82,6 +84,8 @@ def noisy_discriminator_loss(discriminator: nn.Module, real: Tensor, fake: Tenso
 
     ``fake`` is detached: this loss trains only the discriminator. Returns ``(loss, stats)`` with
     the fraction of correctly classified real and fake inputs.
+
+    Paper: Sønderby et al. 2017 (ICLR), AffGAN · Book: ch. 3, "AffGAN: a GAN ..." · Official code: none public
     """
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} images differ in shape")
@@ -98,6 +102,8 @@ def generator_loss(discriminator: nn.Module, fake: Tensor, sigma: float) -> Tens
 
     At the optimal discriminator this is ``KL(q_sigma || p_sigma)`` between the noisy output
     distribution and the noisy prior: the reverse KL, which is mode-seeking.
+
+    Paper: Sønderby et al. 2017 (ICLR), AffGAN · Book: ch. 3, "AffGAN: a GAN ..." · Official code: none public
     """
     return -_logits(discriminator, add_instance_noise(fake, sigma)).mean()
 
@@ -150,6 +156,8 @@ def train_affgan(
     ``hr_batch_fn(step)`` real HR samples of the prior. The instance noise follows
     :func:`instance_noise_sigma` from ``sigma_start`` to ``sigma_end``. Logs ``loss_d``,
     ``loss_g``, ``sigma`` and the discriminator's accuracies. Returns the training history.
+
+    Paper: Sønderby et al. 2017 (ICLR), AffGAN · Book: ch. 3, "AffGAN: a GAN ..." · Official code: none public
     """
     if not isinstance(d_steps, int) or d_steps < 1:
         raise ValueError(f"d_steps must be a positive int, got {d_steps!r}")

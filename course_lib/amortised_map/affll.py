@@ -67,6 +67,8 @@ def affll_loss(model: nn.Module, y: Tensor, density: nn.Module) -> tuple[Tensor,
     """``-mean_i log p_model(f(y_i))`` per dimension (nats): the cross-entropy under the model.
 
     Gradients reach the network through ``f(y)`` only; freeze the density with :func:`freeze`.
+
+    Paper: Sønderby et al. 2017 (ICLR), AffLL · Book: ch. 3, "AffLL: a density model ..." · Official code: none public
     """
     out = model(y)
     log_p = _log_prob(density, out)

@@ -95,6 +95,8 @@ class LearnedPseudoInverse(nn.Module):
     (LR by one pixel, HR by ``s``) restricted to a finite kernel; the exact ``A^+`` is one such map
     with an infinite kernel. :meth:`from_operator` truncates the exact kernel,
     :func:`fit_pseudo_inverse` learns it as the paper does.
+
+    Paper: Sønderby et al. 2017 (ICLR), learned A^+ · Book: ch. 3, "Learning A^+ as a ..." · Official code: none public
     """
 
     def __init__(self, scale: int, lr_taps: int = 9):
@@ -213,6 +215,8 @@ def fit_pseudo_inverse(
     linear in its kernel), which is deterministic and takes a second.
 
     Returns ``(layer, history)``; ``history`` is ``None`` for ``"lstsq"``.
+
+    Paper: Sønderby et al. 2017 (ICLR), learned A^+ · Book: ch. 3, "Learning A^+ as a ..." · Official code: none public
     """
     from ..training import fit
 
@@ -254,6 +258,8 @@ class AffineProjection(nn.Module):
     """``f = g - B (A g - y)`` with ``B = A^+`` (exact, the default) or a learned approximation.
 
     With the exact ``A^+`` this is ``(I - A^+ A) g + A^+ y`` and ``A f = y`` to rounding error.
+
+    Paper: Sønderby et al. 2017 (ICLR), affine projection · Book: ch. 3, "The affine projection ..." · Official code: none
     """
 
     def __init__(self, operator: LinearOperator, pinv: nn.Module | None = None):
@@ -287,7 +293,10 @@ class AffineProjection(nn.Module):
 
 
 class ProjectedNetwork(nn.Module):
-    """``f(y) = (I - A^+ A) g(y) + A^+ y`` for any network ``g`` from LR inputs to HR outputs."""
+    """``f(y) = (I - A^+ A) g(y) + A^+ y`` for any network ``g`` from LR inputs to HR outputs.
+
+    Paper: Sønderby et al. 2017 (ICLR), affine projection · Book: ch. 3, "The affine projection ..." · Official code: none
+    """
 
     def __init__(self, net: nn.Module, operator: LinearOperator, pinv: nn.Module | None = None):
         super().__init__()
