@@ -65,17 +65,11 @@ def blur_operator(kernel, scale: int, *, atol: float = 1e-3) -> BlurDownsample:
     A kernel that does not sum to 1 changes the brightness of the LR image: almost always a bug
     (a kernel normalised twice, or not at all), so we refuse it with a clear error.
     """
-    k = torch.as_tensor(kernel)
-    if k.ndim != 2 or k.numel() == 0:
-        raise ValueError(f"kernel must be a non-empty 2D array, got shape {tuple(k.shape)}")
-    if not k.is_floating_point():
-        raise TypeError(f"kernel must be floating point, got {k.dtype}")
-    if not torch.isfinite(k).all():
-        raise ValueError("kernel contains non-finite values")
-    total = float(k.double().sum())
+    operator = BlurDownsample(kernel, scale)  # checks shape and values
+    total = float(operator.kernel.double().sum())
     if abs(total - 1.0) > atol:
         raise ValueError(f"blur kernel must sum to 1 (it sums to {total:.6g}); normalise it with k / k.sum()")
-    return BlurDownsample(k, scale)
+    return operator
 
 
 # --------------------------------------------------------------------------- the learned A^+

@@ -70,6 +70,7 @@ from .bicubic import _contributions, imresize
 
 __all__ = [
     "LinearOperator",
+    "ImageOperator",
     "BlurDownsample",
     "BicubicDownsample",
     "MatrixOperator",
@@ -301,6 +302,21 @@ def _check_gamma(gamma) -> float:
     return float(gamma)
 
 
+class ImageOperator(LinearOperator):
+    """A :class:`LinearOperator` on images: ``(..., H, W) -> (..., h, w)``, the same map on every channel."""
+
+    def _describe(self) -> str:
+        return type(self).__name__
+
+    def _check_y(self, y: Tensor) -> None:
+        _check_tensor(y, "y")
+
+    def _check_measurement(self, ax: Tensor, y: Tensor) -> None:
+        _check_tensor(y, "y")
+        if ax.shape[-2:] != y.shape[-2:]:
+            raise ValueError(f"y has LR size {tuple(y.shape[-2:])} but A(x) has {tuple(ax.shape[-2:])} ({self._describe()})")
+
+
 # --------------------------------------------------------------------------- blur and subsample
 def _pad_symmetric(x: Tensor, pad: int) -> Tensor:
     """Mirror-pad the last two dims by ``pad`` with edge repetition (``... b a | a b ...``), as MATLAB's
@@ -313,7 +329,7 @@ def _pad_symmetric(x: Tensor, pad: int) -> Tensor:
     return x
 
 
-class BlurDownsample(LinearOperator):
+class BlurDownsample(ImageOperator):
     """``A x``: ``x`` blurred (correlated) with ``kernel``, then one pixel kept in ``scale x scale``.
 
     Acts on the last two dimensions of any tensor ``(..., H, W)`` (every channel and batch item with
@@ -388,14 +404,8 @@ class BlurDownsample(LinearOperator):
         elif height % self.scale or width % self.scale:
             raise ValueError(f"{name} has size {height}x{width}, which is not divisible by scale {self.scale}")
 
-    def _check_y(self, y: Tensor) -> None:
-        _check_tensor(y, "y")
-
-    def _check_measurement(self, ax: Tensor, y: Tensor) -> None:
-        _check_tensor(y, "y")
-        if ax.shape[-2:] != y.shape[-2:]:
-            raise ValueError(f"y has LR size {tuple(y.shape[-2:])} but A(x) has {tuple(ax.shape[-2:])} "
-                             f"(scale {self.scale}, boundary {self.boundary!r})")
+    def _describe(self) -> str:
+        return f"scale {self.scale}, boundary {self.boundary!r}"
 
     # ----------------------------------------------------------------- spectra (periodic)
     def kernel_spectrum(self, hr_shape: tuple[int, int], *, dtype=torch.float64, device=None) -> Tensor:
@@ -515,7 +525,7 @@ def Subsample(scale: int) -> BlurDownsample:  # noqa: N802 - reads like the oper
 
 
 # --------------------------------------------------------------------------- MATLAB bicubic
-class BicubicDownsample(LinearOperator):
+class BicubicDownsample(ImageOperator):
     """``A x = imresize(x, 1/scale)``: MATLAB's antialiased bicubic downscaling, the degradation of every
     SR benchmark (:func:`~course_lib.degradation.bicubic.imresize`; symmetric borders, no rounding).
 
@@ -534,14 +544,8 @@ class BicubicDownsample(LinearOperator):
     def in_shape(self, y_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*y_shape[:-2], y_shape[-2] * self.scale, y_shape[-1] * self.scale)
 
-    def _check_y(self, y: Tensor) -> None:
-        _check_tensor(y, "y")
-
-    def _check_measurement(self, ax: Tensor, y: Tensor) -> None:
-        _check_tensor(y, "y")
-        if ax.shape[-2:] != y.shape[-2:]:
-            raise ValueError(f"y has LR size {tuple(y.shape[-2:])} but A(x) has {tuple(ax.shape[-2:])} "
-                             f"(MATLAB bicubic, scale {self.scale})")
+    def _describe(self) -> str:
+        return f"MATLAB bicubic, scale {self.scale}"
 
     def resize_matrix(self, hr_len: int, *, dtype=torch.float64, device=None) -> Tensor:
         """The 1D matrix ``R`` (``hr_len / s`` by ``hr_len``) of MATLAB's bicubic downscaling along one axis."""
