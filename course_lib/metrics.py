@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .degradation.bicubic import imresize
 
-__all__ = ["rgb_to_y", "psnr", "ssim", "lr_psnr", "gradient_energy"]
+__all__ = ["rgb_to_y", "psnr", "ssim", "lr_psnr", "gradient_energy", "kernel_error"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr, BT.601, for [0, 1] inputs
 
@@ -201,3 +201,25 @@ def gradient_energy(img: torch.Tensor, *, shave: int = 0, y_channel: bool = Fals
     vertical = (img[..., 1:, :] - img[..., :-1, :]).square().mean(dim=dims)
     horizontal = (img[..., :, 1:] - img[..., :, :-1]).square().mean(dim=dims)
     return vertical + horizontal
+
+def kernel_error(estimate: torch.Tensor, truth: torch.Tensor, scale: int = 2) -> float:
+    """L2 distance between two blur kernels after aligning and normalising them.
+
+    Both are embedded in a common frame (:func:`~course_lib.degradation.kernels.embed_kernel`),
+    normalised to sum 1 and moved so that their centres of mass sit on the LR pixel centre
+    (:func:`~course_lib.degradation.kernels.shift_kernel_to_centre`): a kernel is only defined up to
+    a translation (a shifted kernel gives a shifted image), which this removes. Returns
+    ``||k_est - k_true||_2`` (0 for identical kernels). KernelGAN's maintainers warn that a
+    pixel-wise kernel error says little on its own; judge kernels by the SR they lead to as well.
+    """
+    from .degradation.kernels import embed_kernel, shift_kernel_to_centre
+
+    size = max(estimate.shape[-1], truth.shape[-1])
+    kernels = []
+    for k in (estimate, truth):
+        k = embed_kernel(k.detach().to("cpu", torch.float64), size, scale)
+        total = k.sum()
+        if total.abs() < 1e-8:
+            raise ValueError("a kernel sums to (almost) zero and cannot be normalised")
+        kernels.append(shift_kernel_to_centre(k / total, scale))
+    return float((kernels[0] - kernels[1]).norm())

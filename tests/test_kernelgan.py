@@ -64,13 +64,13 @@ def test_generator_output_size_matches_the_paper():
     g = kg.DeepLinearGenerator()
     assert g.kernel_size == 13
     assert g(torch.rand(1, 3, 64, 64)).shape == (1, 3, 26, 26)  # official: 64 -> 26
-    d = kg.PatchDiscriminator()
+    d = kg.KernelGANDiscriminator()
     out = d(torch.rand(1, 3, 26, 26))
     assert out.shape == (1, 1, 20, 20) and ((out > 0) & (out < 1)).all()
 
 
 def test_discriminator_convolutions_are_spectrally_normalised():
-    d = kg.PatchDiscriminator(channels=8, layers=4)
+    d = kg.KernelGANDiscriminator(channels=8, layers=4)
     d.train()
     for _ in range(30):  # power iterations converge
         d(torch.rand(1, 3, 16, 16))
@@ -317,3 +317,74 @@ def test_x4_estimate_is_the_analytic_kernel_of_the_x2_estimate():
     assert k4.shape == (27, 27) and k4.sum().item() == pytest.approx(1.0, abs=1e-5)
     torch.testing.assert_close(k4, kg.analytic_x4_kernel(k2))
     assert "kernel_error" in history.evals
+
+
+# -- the package: re-exports and the command line ----------------------------------------------
+def test_package_reexports_every_name_from_its_home():
+    import course_lib.degradation as degradation
+    import course_lib.metrics as metrics
+
+    for name in kg.__all__:
+        assert getattr(kg, name) is not None, name
+    for name in ("post_process_kernel", "analytic_x4_kernel", "embed_kernel"):
+        assert getattr(kg, name) is getattr(degradation, name)
+    assert kg.kernel_error is metrics.kernel_error
+    assert not hasattr(kg, "PatchDiscriminator")  # one name per architecture: see course_lib.losses
+
+
+def write_lr_png(path, seed=0, size=48):
+    from PIL import Image
+
+    from course_lib.data import load_image, to_numpy_image
+
+    image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(seed))
+    Image.fromarray(to_numpy_image(image, dtype="uint8")).save(path)
+    return load_image(path, channels=None)
+
+
+CLI_TINY = ["--iterations", "4", "--crop-size", "32", "--g-channels", "4", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.parametrize("scale,suffix", [(2, ".npy"), (4, ".pt")])
+def test_command_line_writes_the_estimate(tmp_path, capsys, scale, suffix):
+    import numpy as np
+
+    from course_lib.kernelgan.__main__ import main
+
+    image = write_lr_png(tmp_path / "lr.png")
+    out = tmp_path / f"kernel{suffix}"
+    assert main(["estimate", str(tmp_path / "lr.png"), "--scale", str(scale), "--out", str(out), "--seed", "2",
+                 *CLI_TINY]) == 0
+    saved = torch.from_numpy(np.load(out)) if suffix == ".npy" else torch.load(out)
+    config = kg.KernelGANConfig(crop_size=32, g_channels=4)
+    expected, _ = kg.estimate_kernel(image, scale, 4, config=config, device="cpu", seed=2, progress=False)
+    torch.testing.assert_close(saved, expected, rtol=0, atol=0)
+    assert f"-> {out}" in capsys.readouterr().out
+
+
+def test_command_line_rejects_bad_arguments(tmp_path, capsys):
+    from course_lib.kernelgan.__main__ import main
+
+    write_lr_png(tmp_path / "lr.png")
+    for args, message in [
+        (["estimate", str(tmp_path / "missing.png"), "--out", str(tmp_path / "k.npy")], "not found"),
+        (["estimate", str(tmp_path / "lr.png"), "--out", str(tmp_path / "k.txt")], ".npy or .pt"),
+        (["estimate", str(tmp_path / "lr.png"), "--out", str(tmp_path / "k.npy"), "--scale", "3"], "invalid choice"),
+        (["estimate", str(tmp_path / "lr.png"), "--out", str(tmp_path / "k.npy")], "smaller than the crop size"),
+        (["estimate", str(tmp_path / "lr.png"), "--out", str(tmp_path / "k.npy"), "--raw", "--scale", "4"], "--raw"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "k.npy").exists()
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "course_lib.kernelgan", "estimate", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--scale" in result.stdout and "--out" in result.stdout

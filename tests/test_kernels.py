@@ -14,12 +14,12 @@ from course_lib.degradation import (
     bicubic_kernel,
     gaussian_kernel,
     imresize,
-    kernel_center_of_mass,
+    kernel_centre_of_mass,
     kernel_covariance,
     mean_div2krk_kernel,
-    kernel_target_center,
+    kernel_target_centre,
     random_div2krk_kernel,
-    shift_kernel_to_center,
+    shift_kernel_to_centre,
 )
 
 
@@ -100,20 +100,20 @@ def test_bicubic_kernel_operator_matches_imresize_away_from_borders(scale):
     assert (via_operator - via_imresize).abs().max() > 1e-3  # but they do differ at the borders
 
 
-def test_kernel_center_of_mass_by_hand():
+def test_kernel_centre_of_mass_by_hand():
     k = torch.zeros(5, 7)
     k[2, 5] = 1.0
-    torch.testing.assert_close(kernel_center_of_mass(k), torch.tensor([2.0, 5.0], dtype=torch.float64))
+    torch.testing.assert_close(kernel_centre_of_mass(k), torch.tensor([2.0, 5.0], dtype=torch.float64))
     k[0, 1] = 3.0  # masses 1 at (2, 5) and 3 at (0, 1): (0.5, 2.0)
-    torch.testing.assert_close(kernel_center_of_mass(k), torch.tensor([0.5, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(kernel_centre_of_mass(k), torch.tensor([0.5, 2.0], dtype=torch.float64))
 
 
-def test_kernel_target_center_values():
+def test_kernel_target_centre_values():
     # c = ceil((K - s)/2); target = c + (s - 1)/2
-    assert kernel_target_center(8, 2) == 3.5  # geometric centre of an even kernel
-    assert kernel_target_center(9, 3) == 4.0
-    assert kernel_target_center(13, 2) == 6.5  # odd kernel, even scale: half a pixel off its centre pixel
-    assert kernel_target_center(1, 2) == 0.5
+    assert kernel_target_centre(8, 2) == 3.5  # geometric centre of an even kernel
+    assert kernel_target_centre(9, 3) == 4.0
+    assert kernel_target_centre(13, 2) == 6.5  # odd kernel, even scale: half a pixel off its centre pixel
+    assert kernel_target_centre(1, 2) == 0.5
 
 
 def test_shift_delta_by_hand():
@@ -123,22 +123,22 @@ def test_shift_delta_by_hand():
     k[1, 1] = 1.0
     expected = torch.zeros(6, 6, dtype=torch.float64)
     expected[2:4, 2:4] = 0.25
-    torch.testing.assert_close(shift_kernel_to_center(k, 2), expected)
+    torch.testing.assert_close(shift_kernel_to_centre(k, 2), expected)
 
 
 @pytest.mark.parametrize("size, scale", [(13, 2), (16, 4), (11, 3), (12, 3)])
-def test_shift_moves_the_center_of_mass_to_the_target(size, scale):
+def test_shift_moves_the_centre_of_mass_to_the_target(size, scale):
     g = torch.Generator().manual_seed(size)
     k = torch.zeros(size, size, dtype=torch.float64)
     k[3:8, 2:9] = torch.rand(5, 7, generator=g, dtype=torch.float64)
-    shifted = shift_kernel_to_center(k, scale)
-    target = kernel_target_center(size, scale)
-    torch.testing.assert_close(kernel_center_of_mass(shifted), torch.tensor([target, target], dtype=torch.float64))
+    shifted = shift_kernel_to_centre(k, scale)
+    target = kernel_target_centre(size, scale)
+    torch.testing.assert_close(kernel_centre_of_mass(shifted), torch.tensor([target, target], dtype=torch.float64))
     assert shifted.sum().item() == pytest.approx(k.sum().item(), rel=1e-12)
     assert shifted.shape == k.shape and shifted.min() >= 0
     centred = gaussian_kernel(size, 1.5, dtype=torch.float64)
     if size % 2 == scale % 2:  # already at the target: unchanged
-        torch.testing.assert_close(shift_kernel_to_center(centred, scale), centred)
+        torch.testing.assert_close(shift_kernel_to_centre(centred, scale), centred)
 
 
 def _linear_ramp_check(kernel: torch.Tensor, scale: int) -> None:
@@ -157,7 +157,7 @@ def test_centred_kernels_are_aligned_with_the_lr_grid():
     _linear_ramp_check(gaussian_kernel(8, 1.5, dtype=torch.float64), 2)
     _linear_ramp_check(anisotropic_gaussian_kernel(12, 2.0, 1.0, 0.5, dtype=torch.float64), 4)
     _linear_ramp_check(gaussian_kernel(9, 1.5, dtype=torch.float64), 3)
-    _linear_ramp_check(shift_kernel_to_center(gaussian_kernel(13, 1.5, dtype=torch.float64), 2), 2)
+    _linear_ramp_check(shift_kernel_to_centre(gaussian_kernel(13, 1.5, dtype=torch.float64), 2), 2)
     with pytest.raises(AssertionError):  # an odd kernel at scale 2 is half a pixel off
         _linear_ramp_check(gaussian_kernel(13, 1.5, dtype=torch.float64), 2)
 
@@ -206,11 +206,11 @@ def test_kernel_errors():
     with pytest.raises(TypeError, match="scale"):
         bicubic_kernel(2.0)
     with pytest.raises(ValueError, match="2D"):
-        kernel_center_of_mass(torch.ones(3))
+        kernel_centre_of_mass(torch.ones(3))
     with pytest.raises(ValueError, match="non-finite"):
-        shift_kernel_to_center(torch.full((3, 3), math.nan), 2)
+        shift_kernel_to_centre(torch.full((3, 3), math.nan), 2)
     with pytest.raises(ValueError, match="sums to zero"):
-        kernel_center_of_mass(torch.zeros(3, 3))
+        kernel_centre_of_mass(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="generator"):
         random_div2krk_kernel(2, 13, generator=0)
 
@@ -244,7 +244,7 @@ def test_mean_div2krk_kernel_is_the_seeded_average_and_round():
     assert float(variances[1] / variances[0]) < 1.1  # random angles average out
     # the mean eigen-variance of U(0.35, 5) is 2.675 per axis; the multiplicative noise adds a little
     assert 2.675 < float(variances.mean()) < 2.675 * 1.1
-    torch.testing.assert_close(kernel_center_of_mass(mean), torch.tensor([10.5, 10.5], dtype=torch.float64),
+    torch.testing.assert_close(kernel_centre_of_mass(mean), torch.tensor([10.5, 10.5], dtype=torch.float64),
                                atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="samples"):
         mean_div2krk_kernel(2, samples=0)

@@ -6,8 +6,10 @@ columns ``x`` grow to the right; a Gaussian kernel is centred on the geometric c
 
 How a kernel lines up with the LR grid is fixed by :class:`~course_lib.degradation.operators.BlurDownsample`:
 the geometric centre lands on the LR pixel centre when ``K`` and the scale have the same parity
-(so prefer even sizes for scales 2 and 4); :func:`shift_kernel_to_center` moves any kernel's
-centre of mass to the right place.
+(so prefer even sizes for scales 2 and 4); :func:`shift_kernel_to_centre` moves any kernel's
+centre of mass to the right place, and :func:`embed_kernel` changes a kernel's frame without
+changing the blur it applies. :func:`post_process_kernel` and :func:`analytic_x4_kernel` clean an
+estimated kernel and compose two x2 kernels into the x4 one (KernelGAN's post-processing, chapter 7).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from .bicubic import cubic
-from .operators import _check_scale, kernel_target_center
+from .operators import _check_scale, kernel_offset, kernel_target_centre
 
 __all__ = [
     "gaussian_kernel",
@@ -27,9 +29,12 @@ __all__ = [
     "bicubic_kernel",
     "random_div2krk_kernel",
     "mean_div2krk_kernel",
-    "kernel_center_of_mass",
+    "kernel_centre_of_mass",
     "kernel_covariance",
-    "shift_kernel_to_center",
+    "shift_kernel_to_centre",
+    "embed_kernel",
+    "post_process_kernel",
+    "analytic_x4_kernel",
 ]
 
 
@@ -57,10 +62,10 @@ def _check_kernel(kernel) -> torch.Tensor:
     return kernel
 
 
-def _gaussian(size: int, covariance: np.ndarray, center: tuple[float, float]) -> torch.Tensor:
+def _gaussian(size: int, covariance: np.ndarray, centre: tuple[float, float]) -> torch.Tensor:
     """``exp(-d^T Sigma^-1 d / 2)`` on the grid, ``d = (x - cx, y - cy)``, normalised; float64."""
     grid = torch.arange(size, dtype=torch.float64)
-    dy, dx = torch.meshgrid(grid - center[0], grid - center[1], indexing="ij")
+    dy, dx = torch.meshgrid(grid - centre[0], grid - centre[1], indexing="ij")
     d = torch.stack([dx, dy], dim=-1)  # (x, y) order: x = column, y = row
     precision = torch.as_tensor(np.linalg.inv(covariance), dtype=torch.float64)
     kernel = torch.exp(-0.5 * torch.einsum("...i,ij,...j->...", d, precision, d))
@@ -87,8 +92,8 @@ def anisotropic_gaussian_kernel(
     sigma_x, sigma_y = _check_positive(sigma_x, "sigma_x"), _check_positive(sigma_y, "sigma_y")
     if isinstance(theta, bool) or not isinstance(theta, Real) or not math.isfinite(theta):
         raise ValueError(f"theta must be a finite angle in radians, got {theta!r}")
-    center = ((size - 1) / 2, (size - 1) / 2)
-    return _gaussian(size, _covariance(sigma_x, sigma_y, float(theta)), center).to(dtype)
+    centre = ((size - 1) / 2, (size - 1) / 2)
+    return _gaussian(size, _covariance(sigma_x, sigma_y, float(theta)), centre).to(dtype)
 
 
 def gaussian_kernel(size: int, sigma: float, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -107,13 +112,13 @@ def bicubic_kernel(scale: int, *, dtype: torch.dtype = torch.float32) -> torch.T
     scale = _check_scale(scale)
     size = 4 * scale
     t = np.arange(size, dtype=np.float64)
-    weights = cubic((t - kernel_target_center(size, scale)) / scale) / scale
+    weights = cubic((t - kernel_target_centre(size, scale)) / scale) / scale
     weights = weights / weights.sum()  # exact partition of unity already; this fixes round-off
     w = torch.as_tensor(weights)
     return torch.outer(w, w).to(dtype)
 
 
-def kernel_center_of_mass(kernel: torch.Tensor) -> torch.Tensor:
+def kernel_centre_of_mass(kernel: torch.Tensor) -> torch.Tensor:
     """``(row, col)`` centre of mass ``sum(k * index) / sum(k)``, 0-based, as a float64 tensor."""
     kernel = _check_kernel(kernel).to(torch.float64)
     total = kernel.sum()
@@ -126,18 +131,18 @@ def kernel_center_of_mass(kernel: torch.Tensor) -> torch.Tensor:
 
 def kernel_covariance(kernel: torch.Tensor) -> torch.Tensor:
     """The 2x2 (row, col) covariance of a kernel read as a distribution: second moments about
-    :func:`~course_lib.degradation.kernels.kernel_center_of_mass`, divided by ``sum(k)``, in pixels^2
+    :func:`~course_lib.degradation.kernels.kernel_centre_of_mass`, divided by ``sum(k)``, in pixels^2
     (float64).
 
     Its eigenvalues are the variances along the kernel's principal axes (``sigma_x^2`` and
     ``sigma_y^2`` for an :func:`~course_lib.degradation.kernels.anisotropic_gaussian_kernel` whose
     support holds it); their sum measures the blur's size, their ratio its elongation.
     """
-    center = kernel_center_of_mass(kernel)
+    centre = kernel_centre_of_mass(kernel)
     kernel = _check_kernel(kernel).to(torch.float64)
     kernel = kernel / kernel.sum()
-    rows = torch.arange(kernel.shape[0], dtype=torch.float64)[:, None] - center[0]
-    cols = torch.arange(kernel.shape[1], dtype=torch.float64)[None, :] - center[1]
+    rows = torch.arange(kernel.shape[0], dtype=torch.float64)[:, None] - centre[0]
+    cols = torch.arange(kernel.shape[1], dtype=torch.float64)[None, :] - centre[1]
     rr, cc, rc = (kernel * rows**2).sum(), (kernel * cols**2).sum(), (kernel * rows * cols).sum()
     return torch.stack([torch.stack([rr, rc]), torch.stack([rc, cc])])
 
@@ -155,9 +160,9 @@ def _shift_linear(kernel: torch.Tensor, shift: float, dim: int) -> torch.Tensor:
     return ((1 - f) * whole + f * next_).movedim(-1, dim)
 
 
-def shift_kernel_to_center(kernel: torch.Tensor, scale: int, *, tol: float = 1e-9, max_iter: int = 10) -> torch.Tensor:
+def shift_kernel_to_centre(kernel: torch.Tensor, scale: int, *, tol: float = 1e-9, max_iter: int = 10) -> torch.Tensor:
     """Shift ``kernel`` (sub-pixel, by linear interpolation) so that its centre of mass sits at
-    :func:`~course_lib.degradation.operators.kernel_target_center`, the point that
+    :func:`~course_lib.degradation.operators.kernel_target_centre`, the point that
     ``BlurDownsample(kernel, scale)`` maps onto each LR pixel's centre; renormalised to its sum.
 
     A linear-interpolation shift moves the centre of mass exactly (it adds at most 1/4 px^2 of
@@ -168,10 +173,10 @@ def shift_kernel_to_center(kernel: torch.Tensor, scale: int, *, tol: float = 1e-
     kernel = _check_kernel(kernel)
     scale = _check_scale(scale)
     total = kernel.to(torch.float64).sum()
-    target = torch.tensor([kernel_target_center(n, scale) for n in kernel.shape], dtype=torch.float64)
+    target = torch.tensor([kernel_target_centre(n, scale) for n in kernel.shape], dtype=torch.float64)
     shifted = kernel.to(torch.float64)
     for _ in range(max_iter):
-        residual = target - kernel_center_of_mass(shifted)
+        residual = target - kernel_centre_of_mass(shifted)
         if residual.abs().max() <= tol:
             break
         shifted = _shift_linear(_shift_linear(shifted, float(residual[0]), 0), float(residual[1]), 1)
@@ -188,7 +193,7 @@ def random_div2krk_kernel(
 
     An anisotropic Gaussian whose covariance ``Q diag(l1, l2) Q^T`` has eigen-variances
     ``l1, l2 ~ U(0.175 s, 2.5 s)`` and angle ``theta ~ U(0, pi)``, multiplied pixel-wise by
-    ``1 + U(-0.4, 0.4)`` noise, re-centred with :func:`shift_kernel_to_center` (our alignment
+    ``1 + U(-0.4, 0.4)`` noise, re-centred with :func:`shift_kernel_to_centre` (our alignment
     convention, see the module docstring) and normalised to sum 1. Deterministic given ``generator``.
     """
     scale = _check_scale(scale)
@@ -201,11 +206,11 @@ def random_div2krk_kernel(
     theta = math.pi * float(draws[2])
     rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     covariance = rotation @ np.diag(variances) @ rotation.T
-    center = kernel_target_center(size, scale)
-    kernel = _gaussian(size, covariance, (center, center))
+    centre = kernel_target_centre(size, scale)
+    kernel = _gaussian(size, covariance, (centre, centre))
     noise = torch.rand(size, size, generator=generator, dtype=torch.float64, device=draws.device).cpu()
     kernel = kernel * (1 + 0.8 * noise - 0.4)
-    kernel = shift_kernel_to_center(kernel / kernel.sum(), scale)
+    kernel = shift_kernel_to_centre(kernel / kernel.sum(), scale)
     return (kernel / kernel.sum()).to(dtype)
 
 
@@ -226,3 +231,70 @@ def mean_div2krk_kernel(scale: int, size: int = 21, *, samples: int = 2000, seed
     for _ in range(samples):
         total += random_div2krk_kernel(scale, size, generator, dtype=torch.float64)
     return (total / total.sum()).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# changing a kernel's frame, cleaning an estimate, composing two x2 kernels
+# ---------------------------------------------------------------------------------------------
+def embed_kernel(kernel: torch.Tensor, size: int, scale: int) -> torch.Tensor:
+    """Zero-pad (or crop) a kernel to ``size x size`` so that ``BlurDownsample`` applies the *same*
+    blur: the content moves by ``kernel_offset(size, s) - kernel_offset(K, s)`` pixels."""
+    k = kernel.detach()
+    out = k.new_zeros(size, size)
+    shift = kernel_offset(size, scale) - kernel_offset(k.shape[0], scale)
+    src0, dst0 = max(0, -shift), max(0, shift)
+    n = min(k.shape[0] - src0, size - dst0)
+    if n <= 0:
+        raise ValueError(f"a {k.shape[0]}x{k.shape[0]} kernel does not overlap a {size}x{size} frame")
+    out[dst0:dst0 + n, dst0:dst0 + n] = k[src0:src0 + n, src0:src0 + n]
+    return out
+
+
+def post_process_kernel(kernel: torch.Tensor, n: int = 40, scale: int = 2) -> torch.Tensor:
+    """Clean an estimated kernel (KernelGAN's official ``post_process_k``): subtract ``0.75 x`` its
+    ``(n+1)``-th largest value and clip at zero (removes the faint noise floor), renormalise to sum 1,
+    and shift the centre of mass onto ``kernel_target_centre`` (sub-pixel,
+    :func:`~course_lib.degradation.kernels.shift_kernel_to_centre`)."""
+    k = kernel.detach().to("cpu", torch.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"kernel must be a square 2D tensor, got shape {tuple(k.shape)}")
+    n = min(int(n), k.numel() - 1)
+    threshold = 0.75 * torch.sort(k.reshape(-1)).values[-n - 1]
+    k = (k - threshold).clamp_min(0)
+    if k.sum() <= 0:
+        raise ValueError("the kernel has no positive mass left after filtering")
+    k = shift_kernel_to_centre(k / k.sum(), scale)
+    return (k / k.sum()).to(torch.float32)
+
+
+def analytic_x4_kernel(kernel_x2: torch.Tensor, *, crop: bool = True) -> torch.Tensor:
+    """The x4 kernel of two x2 downscalings in a row (KernelGAN paper's appendix; official
+    ``analytic_kernel``).
+
+    Downscaling twice by 2 with ``k`` reads ``x[4j + 2v + u]`` with weight ``k[v] k[u]``, so the x4
+    kernel is ``k4[2r + a, 2c + b] += k[r, c] k[a, b]`` (size ``3K - 2``). With ``crop`` the border of
+    ``K // 2`` pixels (negligible mass) is cut off, 37 -> 25 for ``K = 13``, and the result renormalised.
+    Finally zeros are appended at the end (bottom/right) so that ``BlurDownsample(k4, 4)`` lines up
+    exactly like ``BlurDownsample(k, 2)`` applied twice (25 -> 27, 37 -> 39).
+    """
+    k = kernel_x2.detach().to("cpu", torch.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"kernel_x2 must be a square 2D tensor, got shape {tuple(kernel_x2.shape)}")
+    size = k.shape[0]
+    big = torch.zeros(3 * size - 2, 3 * size - 2, dtype=torch.float64)
+    for r in range(size):
+        for c in range(size):
+            big[2 * r:2 * r + size, 2 * c:2 * c + size] += k[r, c] * k
+    cut = size // 2 if crop else 0
+    if cut:
+        big = big[cut:-cut, cut:-cut]
+        big = big / big.sum()
+    # twice A_2: (A4 x)[j] = sum_w big[w] x[4j + w - (3 c2 - cut)], c2 = offset of k at scale 2
+    wanted = 3 * kernel_offset(size, 2) - cut
+    for extra in range(0, 8):
+        if kernel_offset(big.shape[0] + extra, 4) == wanted:
+            big = torch.nn.functional.pad(big, (0, extra, 0, extra))
+            break
+    else:  # pragma: no cover - cannot happen for square kernels
+        raise RuntimeError("could not align the x4 kernel")
+    return big.to(torch.float32)
