@@ -2,7 +2,8 @@
 
 (a) inverse(forward(x)) == x to float64 precision;
 (b) logdet == log|det J| of the Jacobian computed by torch.autograd.functional.jacobian
-    (conditional layers with their cond held fixed);
+    (conditional layers with their cond held fixed), and the inverse's own logdet
+    (``inverse_and_logdet``) == -logdet == log|det| of the inverse's autograd Jacobian;
 (c) non-finite input raises a clear ValueError.
 Plus layer-specific checks against hand-derived references (Haar bands, squeeze indexing,
 the IRN / HCFlow clamp formulas, ActNorm statistics, Gaussian log-densities).
@@ -133,6 +134,24 @@ def test_logdet_matches_autograd_jacobian(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_inverse_logdet_is_minus_forward_and_matches_autograd(name):
+    layer, x, cond = build(name)
+    z, logdet = layer(x, cond)
+    x_rec, logdet_inv = layer.inverse_and_logdet(z, cond)
+    assert logdet_inv.shape == (x.shape[0],)
+    torch.testing.assert_close(x_rec, x, atol=1e-10, rtol=0)
+    torch.testing.assert_close(x_rec, layer.inverse(z, cond), atol=0, rtol=0)
+    torch.testing.assert_close(logdet_inv, -logdet, atol=1e-10, rtol=1e-10)
+    reference = torch.stack(
+        [
+            autograd_logdet(lambda v: layer.inverse(v, None if cond is None else cond[i : i + 1]), z[i : i + 1])[0]
+            for i in range(z.shape[0])
+        ]
+    )
+    torch.testing.assert_close(logdet_inv, reference, atol=1e-8, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_non_finite_input_raises(name):
     layer, x, cond = build(name)
     bad = x.clone()
@@ -142,6 +161,8 @@ def test_non_finite_input_raises(name):
     bad.view(-1)[3] = float("inf")
     with pytest.raises(ValueError, match="non-finite"):
         layer.inverse(bad, cond)
+    with pytest.raises(ValueError, match="non-finite"):
+        layer.inverse_and_logdet(bad, cond)
     if cond is not None:
         bad_cond = cond.clone()
         bad_cond.view(-1)[0] = float("nan")
@@ -272,7 +293,7 @@ def test_dequantization_bound_is_exact_for_uniform_density():
     torch.testing.assert_close(logdet, torch.full((5,), -12 * math.log(n_bins), dtype=torch.float64))
     k = torch.round(x * (n_bins - 1))
     assert torch.all((y >= k / n_bins) & (y < (k + 1) / n_bins))  # y lies in its own bin
-    torch.testing.assert_close(layer.inverse(y), x)
+    torch.testing.assert_close(layer.requantize(y), x)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         layer(x + 2.0)
     # HCFlow / SRFlow noise-only variant: continuous x, noise in [0, 1/n), same bin-volume term
@@ -280,3 +301,14 @@ def test_dequantization_bound_is_exact_for_uniform_density():
     y_cont, logdet_cont = UniformDequantization(n_bins, quantize=False)(x_cont)
     assert torch.all((y_cont - x_cont >= 0) & (y_cont - x_cont < 1 / n_bins))
     torch.testing.assert_close(logdet_cont, logdet)
+
+
+def test_dequantization_is_not_an_invertible_layer():
+    """It adds noise, so it is a plain nn.Module that a FlowSequential refuses."""
+    layer = UniformDequantization(16)
+    assert isinstance(layer, torch.nn.Module) and not isinstance(layer, flows.InvertibleModule)
+    assert not hasattr(layer, "inverse")
+    with pytest.raises(TypeError, match="InvertibleModule"):
+        FlowSequential(layer)
+    with pytest.raises(ValueError, match="non-finite"):
+        layer(torch.full((1, 2), float("nan")))

@@ -1,7 +1,9 @@
 """Invertible layers and normalizing-flow models (chapter 4; used by IRN, HCFlow and AffLL).
 
 The contract (see ``course_lib.flows.base``): every layer maps ``forward(x, cond=None) ->
-(z, logdet)`` with ``logdet`` of shape (N,), and back with ``inverse(z, cond=None) -> x``.
+(z, logdet)`` with ``logdet`` of shape (N,), and back with ``inverse(z, cond=None) -> x``;
+``inverse_and_logdet(z, cond=None) -> (x, -logdet)`` gives the inverse with its log-determinant.
+``UniformDequantization`` is not a layer of that kind (it adds noise); it is applied to the data.
 Multi-scale models return a list of latents; Gaussian split priors are layers (``Gaussianize``),
 so every latent is scored under N(0, I).
 """

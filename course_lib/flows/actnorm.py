@@ -13,6 +13,8 @@ from torch import nn
 
 from .base import InvertibleModule, Tensor, spatial_size
 
+__all__ = ["ActNorm"]
+
 
 class ActNorm(InvertibleModule):
     """Per-channel scale and shift for (N, C) vectors or (N, C, H, W) images."""
@@ -48,10 +50,17 @@ class ActNorm(InvertibleModule):
         if self.training and not bool(self.initialized):
             self.initialize(x)
         y = (x + self._shape(self.bias, x)) * torch.exp(self._shape(self.log_scale, x))
-        logdet = spatial_size(x) * self.log_scale.sum().to(x.dtype)
-        return y, logdet.expand(x.shape[0])
+        return y, self._logdet(x)
+
+    def _logdet(self, x: Tensor) -> Tensor:
+        """Forward logdet ``H * W * sum(log_s)`` for a batch shaped like ``x``, shape (N,)."""
+        return (spatial_size(x) * self.log_scale.sum().to(x.dtype)).expand(x.shape[0])
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         if z.shape[1] != self.channels:
             raise ValueError(f"ActNorm expects {self.channels} channels, got {z.shape[1]}")
         return z * torch.exp(-self._shape(self.log_scale, z)) - self._shape(self.bias, z)
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        # the inverse never runs the data-dependent initialisation; its logdet is -H W sum(log_s)
+        return self._inverse(z, cond), -self._logdet(z)

@@ -2,17 +2,25 @@
 
 One interface for every layer in ``course_lib.flows`` (and for IRN / HCFlow, built on it)::
 
-    z, logdet = layer(x, cond=None)      # forward: data -> latent, logdet has shape (N,)
-    x = layer.inverse(z, cond=None)      # inverse: latent -> data
+    z, logdet = layer(x, cond=None)                    # forward: data -> latent, logdet has shape (N,)
+    x = layer.inverse(z, cond=None)                    # inverse: latent -> data
+    x, logdet_inv = layer.inverse_and_logdet(z, cond)  # inverse with its own logdet, = -logdet
 
 ``logdet`` is ``log |det dz/dx|`` per sample, so the change-of-variables formula reads
 
     log p_X(x) = log p_Z(z) + logdet                      (Dinh et al. 2017, eq. 3)
 
-Subclasses implement ``_forward`` and ``_inverse``; the public ``forward`` / ``inverse`` check the
-input once (floating dtype, batch dimension, finite values) and then call them. Containers such as
-``FlowSequential`` check only their own input and call their children's ``_forward`` directly,
-so a deep flow pays for one check per call, not one per layer.
+Subclasses implement ``_forward`` and ``_inverse``; the public ``forward`` / ``inverse`` /
+``inverse_and_logdet`` check the input once (floating dtype, batch dimension, finite values) and
+then call them. Containers such as ``FlowSequential`` check only their own input and call their
+children's ``_forward`` directly, so a deep flow pays for one check per call, not one per layer.
+
+The log-determinant of the inverse, ``log |det dx/dz| = -log |det dz/dx|`` at ``x = inverse(z)``,
+is what running a layer backwards needs (``Inverse``, e.g. Haar *up*-sampling). By default
+``_inverse_and_logdet`` runs ``_inverse`` and then ``_forward`` on the result to get it, which
+costs a second pass; every layer of ``course_lib.flows`` overrides it with its closed form (the
+same log-scales the inverse computes anyway), so it costs one pass there. A layer of your own
+needs only ``_forward`` and ``_inverse``; add ``_inverse_and_logdet`` when it is cheap.
 """
 
 from __future__ import annotations
@@ -21,6 +29,16 @@ from typing import Iterable
 
 import torch
 from torch import nn
+
+__all__ = [
+    "FlowSequential",
+    "Inverse",
+    "InvertibleModule",
+    "check_cond",
+    "check_tensor",
+    "spatial_size",
+    "sum_per_sample",
+]
 
 Tensor = torch.Tensor
 
@@ -70,6 +88,10 @@ def spatial_size(x: Tensor) -> int:
 class InvertibleModule(nn.Module):
     """Base class: ``forward(x, cond=None) -> (z, logdet)``, ``inverse(z, cond=None) -> x``.
 
+    ``inverse_and_logdet(z, cond=None) -> (x, logdet)`` gives the inverse together with its own
+    log-determinant ``log |det dx/dz|`` (minus the forward one). Subclasses implement
+    ``_forward`` and ``_inverse``, and override ``_inverse_and_logdet`` where the inverse's
+    log-determinant has a cheap closed form (the default runs the layer forward once more).
     Set ``conditional = True`` in a subclass whose transform needs ``cond``.
     """
 
@@ -87,11 +109,28 @@ class InvertibleModule(nn.Module):
         check_cond(cond, z, where, required=self.conditional)
         return self._inverse(z, cond)
 
+    def inverse_and_logdet(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(x, logdet)`` with ``x = inverse(z)`` and ``logdet = log |det dx/dz|`` per sample.
+
+        It equals minus the forward logdet at ``x``; layers with a closed form compute it in the
+        same pass as the inverse.
+        """
+        where = f"{type(self).__name__}.inverse_and_logdet"
+        check_tensor(z, "z", where)
+        check_cond(cond, z, where, required=self.conditional)
+        return self._inverse_and_logdet(z, cond)
+
     def _forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        # generic fallback: no closed form, so run the layer forward on the result
+        x = self._inverse(z, cond)
+        _, logdet = self._forward(x, cond)
+        return x, -logdet
 
 
 class FlowSequential(InvertibleModule):
@@ -133,23 +172,34 @@ class FlowSequential(InvertibleModule):
             z = layer._inverse(z, cond)
         return z
 
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        logdet = z.new_zeros(z.shape[0])
+        for layer in reversed(self.layers):
+            z, ld = layer._inverse_and_logdet(z, cond)
+            logdet = logdet + ld
+        return z, logdet
+
 
 class Inverse(InvertibleModule):
     """Run a layer backwards: forward is ``layer.inverse`` and the logdet changes sign.
 
-    E.g. ``Inverse(HaarDownsampling(3))`` is Haar *up*-sampling. The logdet of the inverse is
-    computed by running the wrapped layer forward on the output, which costs one extra pass.
+    E.g. ``Inverse(HaarDownsampling(3))`` is Haar *up*-sampling. Both directions run the wrapped
+    layer once: the forward calls ``layer``'s ``inverse_and_logdet`` (a closed form for every
+    layer of ``course_lib.flows``; layers without one fall back to an extra forward pass).
     """
 
     def __init__(self, layer: InvertibleModule):
         super().__init__()
+        if not isinstance(layer, InvertibleModule):
+            raise TypeError(f"Inverse takes an InvertibleModule, got {type(layer).__name__}")
         self.layer = layer
         self.conditional = layer.conditional
 
     def _forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        y = self.layer._inverse(x, cond)
-        _, logdet = self.layer._forward(y, cond)
-        return y, -logdet
+        return self.layer._inverse_and_logdet(x, cond)
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         return self.layer._forward(z, cond)[0]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self.layer._forward(z, cond)  # the inverse of the inverse is the layer itself

@@ -12,6 +12,9 @@ Every coupling takes an optional conditioning tensor ``cond`` (a feature map wit
 and width as ``x``, or a vector for 2D data) that is concatenated to the subnet input. That is how
 SRFlow / HCFlow-style conditional flows see the low-resolution image.
 
+Every coupling's inverse computes the same log-scales as its forward, so ``inverse_and_logdet``
+returns ``-sum c(s)`` in the same pass (``Inverse(coupling)`` runs the subnets once).
+
 Subnets come from a *constructor* ``subnet(c_in, c_out) -> nn.Module`` (see
 ``course_lib.flows.subnets``), as in FrEIA and IRN.
 """
@@ -25,6 +28,14 @@ import torch
 from torch import nn
 
 from .base import InvertibleModule, Tensor, sum_per_sample
+
+__all__ = [
+    "AdditiveAffineCoupling",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "AffineInjector",
+    "soft_clamp",
+]
 
 SubnetConstructor = Callable[[int, int], nn.Module]
 
@@ -150,9 +161,12 @@ class AffineCoupling(_Coupling):
         return self._merge(a, b * torch.exp(s) + t), sum_per_sample(s)
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        return self._inverse_and_logdet(z, cond)[0]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         a, b = self._split(z)
         s, t = self.scale_and_shift(a, cond)
-        return self._merge(a, (b - t) * torch.exp(-s))
+        return self._merge(a, (b - t) * torch.exp(-s)), -sum_per_sample(s)
 
 
 class AdditiveCoupling(_Coupling):
@@ -178,6 +192,9 @@ class AdditiveCoupling(_Coupling):
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         a, b = self._split(z)
         return self._merge(a, b - self.subnet(self._with_cond(a, cond)))
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self._inverse(z, cond), z.new_zeros(z.shape[0])
 
 
 class AdditiveAffineCoupling(_Coupling):
@@ -217,12 +234,15 @@ class AdditiveAffineCoupling(_Coupling):
         return self._merge(ya, yb), sum_per_sample(s)
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        return self._inverse_and_logdet(z, cond)[0]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         ya, yb = self._split(z)
         h = self._with_cond(ya, cond)
         s = soft_clamp(self.rho(h), self.clamp, self.clamp_kind)
         b = (yb - self.eta(h)) * torch.exp(-s)
         a = ya - self.phi(self._with_cond(b, cond))
-        return self._merge(a, b)
+        return self._merge(a, b), -sum_per_sample(s)
 
 
 class AffineInjector(InvertibleModule):
@@ -266,5 +286,8 @@ class AffineInjector(InvertibleModule):
         return x * torch.exp(s) + t, sum_per_sample(s)
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        return self._inverse_and_logdet(z, cond)[0]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         s, t = self.scale_and_shift(z, cond)
-        return (z - t) * torch.exp(-s)
+        return (z - t) * torch.exp(-s), -sum_per_sample(s)

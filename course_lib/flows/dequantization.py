@@ -7,15 +7,20 @@ sec. 3.1; Dinh et al. 2017). For the discrete probability P(k) Jensen's inequali
 
     log P(k) >= E_u[ log p(y) ] - D log(n_bins),
 
-so the layer returns ``logdet = -D log(n_bins)`` (the log-volume of one bin): adding it to the
-flow's log-density gives a lower bound on the discrete log-likelihood, which is what bits per
-dimension are reported on. (HCFlow adds the same ``-log(quant) * pixels`` term, with quant = 64
-or 256.) This layer is *not* a bijection: its inverse quantises back to the grid
-``k / (n_bins - 1)``, so ``inverse(forward(x)) == x`` holds for ``x`` on that grid.
+so the module returns the term ``-D log(n_bins)`` (the log-volume of one bin) next to ``y``: adding
+it to the flow's log-density gives a lower bound on the discrete log-likelihood, which is what
+bits per dimension are reported on. (HCFlow adds the same ``-log(quant) * pixels`` term, with
+quant = 64 or 256.)
+
+It is **not** an invertible layer, and so not an ``InvertibleModule``: it adds random noise, the
+term it returns is a bin volume, not the log-determinant of a bijection, and no inverse recovers
+``y``'s noise. It cannot be put inside a ``FlowSequential``; apply it to the data before the flow.
+``requantize`` maps ``y`` back to the grid ``k / (n_bins - 1)``, so ``requantize(forward(x)) == x``
+holds for ``x`` on that grid.
 
 ``quantize=False`` is the noise-only variant of SRFlow / HCFlow: ``y = x + u / n_bins`` for
 continuous ``x`` (no rounding to ``n_bins`` levels first), with the same ``-D log(n_bins)`` term;
-its ``inverse`` returns ``z`` unchanged (the noise cannot be removed).
+``requantize`` then returns ``y`` unchanged (the noise cannot be removed).
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-from .base import InvertibleModule, Tensor
+from .base import Tensor, check_tensor
+
+__all__ = ["UniformDequantization"]
 
 
-class UniformDequantization(InvertibleModule):
-    """``x in {0, 1/(n-1), ..., 1}`` -> ``y = (k + u) / n`` in [0, 1), ``logdet = -D log n``.
+class UniformDequantization(nn.Module):
+    """``x in {0, 1/(n-1), ..., 1}`` -> ``(y, -D log n)`` with ``y = (k + u) / n`` in [0, 1).
 
+    A plain ``nn.Module``, not an invertible layer (see the module docstring): ``forward(x)``
+    returns the dequantized ``y`` and the per-sample log bin volume, shape (N,).
     ``noise=False`` uses the bin centres ``u = 1/2`` (deterministic, e.g. for plots);
     ``quantize=False`` adds the noise to ``x`` as it is (see the module docstring).
     """
@@ -46,7 +56,9 @@ class UniformDequantization(InvertibleModule):
         """Integer level index k in {0, ..., n_bins - 1} of values in [0, 1]."""
         return torch.round(x * (self.n_bins - 1))
 
-    def _forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(y, log_volume)``: dequantized values and ``-D log(n_bins)`` per sample."""
+        check_tensor(x, "x", "UniformDequantization")
         if float(x.min()) < 0.0 or float(x.max()) > 1.0:
             raise ValueError(
                 f"UniformDequantization expects values in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]"
@@ -56,8 +68,13 @@ class UniformDequantization(InvertibleModule):
         num_dims = x[0].numel()
         return y, x.new_full((x.shape[0],), -num_dims * math.log(self.n_bins))
 
-    def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+    def requantize(self, y: Tensor) -> Tensor:
+        """The grid value ``k / (n_bins - 1)`` of the bin ``y`` lies in (``y`` itself if ``quantize=False``).
+
+        A left inverse of ``forward`` on the grid, not an inverse: the noise is lost.
+        """
+        check_tensor(y, "y", "UniformDequantization.requantize")
         if not self.quantize:
-            return z
-        k = torch.clamp(torch.floor(z * self.n_bins), 0, self.n_bins - 1)
+            return y
+        k = torch.clamp(torch.floor(y * self.n_bins), 0, self.n_bins - 1)
         return k / (self.n_bins - 1)

@@ -24,6 +24,8 @@ from torch import nn
 from .base import Tensor, check_tensor, sum_per_sample
 from .coupling import soft_clamp
 
+__all__ = ["ConditionalDiagonalGaussian", "DiagonalGaussian", "StandardNormal", "gaussian_log_prob"]
+
 LOG_2PI = math.log(2 * math.pi)
 
 

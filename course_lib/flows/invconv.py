@@ -15,6 +15,8 @@ from torch import nn
 
 from .base import InvertibleModule, Tensor, spatial_size
 
+__all__ = ["InvertibleConv1x1"]
+
 
 def _random_rotation(channels: int, generator: torch.Generator | None) -> Tensor:
     q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=generator))
@@ -80,3 +82,7 @@ class InvertibleConv1x1(InvertibleModule):
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         self._check(z)
         return self._mix(z, torch.linalg.inv(self.matrix()))
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        logdet = -spatial_size(z) * self.log_abs_det().to(z.dtype)
+        return self._inverse(z, cond), logdet.expand(z.shape[0])

@@ -30,7 +30,8 @@ from .reshape import HaarDownsampling, Squeeze
 from .split import Split
 from .subnets import MLP, ConvNet
 from .utils import nll_bits_per_dim
-from ..training import evaluation_mode
+
+__all__ = ["FlowModel", "Glow", "MultiScaleFlow", "RealNVP2D", "glow_step"]
 
 
 class FlowModel(nn.Module):
@@ -203,9 +204,13 @@ class MultiScaleFlow(nn.Module):
     @torch.no_grad()
     def latent_shapes(self, shape: Sequence[int], cond=None) -> list[tuple[int, ...]]:
         """Shapes (without batch) of the latents for inputs of shape ``(C, H, W)``."""
-        with evaluation_mode(self):
+        was_training = self.training
+        self.eval()  # a dummy pass must not trigger ActNorm's data-dependent initialisation
+        try:
             param = next(self.parameters())
             zs, _ = self(torch.zeros(1, *shape, dtype=param.dtype, device=param.device), cond)
+        finally:
+            self.train(was_training)
         return [tuple(z.shape[1:]) for z in zs]
 
     @torch.no_grad()

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from .base import InvertibleModule, Tensor
 
+__all__ = ["HaarDownsampling", "Permutation", "Squeeze"]
+
 # rows: LL, H (left minus right), V (top minus bottom), D (diagonal); columns: a, b, c, d
 _HAAR = torch.tensor(
     [[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, -1.0, 1.0]]
@@ -61,6 +63,9 @@ class Squeeze(InvertibleModule):
             )
         return F.pixel_shuffle(z, self.factor)
 
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self._inverse(z, cond), z.new_zeros(z.shape[0])
+
 
 class HaarDownsampling(InvertibleModule):
     """One Haar wavelet level, LL bands first; exact logdet (see module docstring)."""
@@ -83,6 +88,12 @@ class HaarDownsampling(InvertibleModule):
         bands = torch.einsum("kj,ncjhw->nkchw", self.matrix.to(x.dtype), blocks)
         logdet = x.new_full((n,), c * h * w / 4 * self.log_det_per_block)
         return bands.reshape(n, 4 * c, h // 2, w // 2), logdet
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        # one 2x2 block per band position: z[0].numel() / 4 blocks, each with |det| = 1 / (16 s^4)
+        n = z.shape[0]
+        x = self._inverse(z, cond)
+        return x, z.new_full((n,), -z[0].numel() / 4 * self.log_det_per_block)
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         if z.dim() != 4 or z.shape[1] != 4 * self.channels:
@@ -125,3 +136,6 @@ class Permutation(InvertibleModule):
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
         self._check(z)
         return z.flip(1) if self.reverse else z[:, self.inverse_perm]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self._inverse(z, cond), z.new_zeros(z.shape[0])

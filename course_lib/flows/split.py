@@ -23,6 +23,8 @@ from torch import nn
 from .base import InvertibleModule, Tensor, sum_per_sample
 from .distributions import ConditionalDiagonalGaussian
 
+__all__ = ["Gaussianize", "Split"]
+
 
 class Gaussianize(InvertibleModule):
     """``z = (x - mean) / std``, ``logdet = -sum(log std)``; mean/std from ``cond`` or learned.
@@ -62,8 +64,11 @@ class Gaussianize(InvertibleModule):
         return z, -sum_per_sample(log_std.expand_as(x))
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        return self._inverse_and_logdet(z, cond)[0]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         mean, log_std = self.params(z, cond)
-        return mean + torch.exp(log_std) * z
+        return mean + torch.exp(log_std) * z, sum_per_sample(log_std.expand_as(z))
 
 
 class Split(InvertibleModule):
@@ -117,6 +122,9 @@ class Split(InvertibleModule):
         return torch.cat([kept, eps], dim=1), logdet
 
     def _inverse(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        return self._inverse_and_logdet(z, cond)[0]
+
+    def _inverse_and_logdet(self, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         kept, eps = self.split(z)
-        off = self.gaussianize._inverse(eps, self._prior_cond(kept, cond))
-        return torch.cat([kept, off], dim=1)
+        off, logdet = self.gaussianize._inverse_and_logdet(eps, self._prior_cond(kept, cond))
+        return torch.cat([kept, off], dim=1), logdet

@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+__all__ = ["MLP", "ConvNet", "DenseBlock", "subnet"]
+
 
 def _zero_init(layer: nn.Module) -> nn.Module:
     nn.init.zeros_(layer.weight)

@@ -17,6 +17,8 @@ import torch
 
 from .base import InvertibleModule, Tensor
 
+__all__ = ["autograd_logdet", "check_invertible", "nll_bits_per_dim", "num_dims"]
+
 
 def num_dims(x: Tensor) -> int:
     """Number of dimensions of one sample of the batch ``x`` (C*H*W for images)."""
