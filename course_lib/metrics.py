@@ -31,7 +31,7 @@ from numbers import Integral, Real
 import torch
 import torch.nn.functional as F
 
-from .degradation.bicubic import imresize
+from .degradation.operators import BicubicDownsample, LinearOperator
 
 __all__ = ["rgb_to_y", "psnr", "ssim", "lr_psnr", "gradient_energy", "kernel_error"]
 
@@ -153,22 +153,42 @@ def ssim(
 
 
 def lr_psnr(
-    sr: torch.Tensor, lr: torch.Tensor, scale: int, *, y_channel: bool = False, shave: int = 0, data_range: float = 1.0
+    sr: torch.Tensor,
+    lr: torch.Tensor,
+    scale: int | None = None,
+    *,
+    operator: LinearOperator | None = None,
+    y_channel: bool = False,
+    shave: int = 0,
+    data_range: float = 1.0,
 ) -> float | torch.Tensor:
-    """LR-consistency PSNR: ``psnr(imresize(sr, 1/scale), lr)``, how well an SR output explains its
-    LR input under MATLAB bicubic degradation (SRFlow, HCFlow, the NTIRE 2021 learning-SR challenge).
+    """LR-consistency PSNR: ``psnr(A sr, lr)``, how well an SR output explains its LR input under the
+    degradation ``A`` (SRFlow, HCFlow, the NTIRE 2021 learning-SR challenge).
 
-    RGB by default (``y_channel=True`` gives the Y variant; HCFlow reports both), no shave.
+    Give ``scale`` for MATLAB bicubic degradation, ``A = BicubicDownsample(scale)`` (the papers'
+    convention), or any ``operator`` of :mod:`course_lib.degradation.operators` (e.g. the
+    ``BlurDownsample`` that made ``lr``). RGB by default (``y_channel=True`` gives the Y variant;
+    HCFlow reports both), no shave.
     """
     _check(sr, "sr")
     _check(lr, "lr")
-    if isinstance(scale, bool) or not isinstance(scale, Integral) or scale < 1:
-        raise ValueError(f"scale must be a positive int, got {scale!r}")
-    if sr.shape[-2] != lr.shape[-2] * scale or sr.shape[-1] != lr.shape[-1] * scale:
-        raise ValueError(
-            f"sr {tuple(sr.shape)} must be exactly scale={scale} times lr {tuple(lr.shape)} in height and width"
-        )
-    return psnr(imresize(sr, 1.0 / int(scale)), lr, shave=shave, y_channel=y_channel, data_range=data_range)
+    if (scale is None) == (operator is None):
+        raise ValueError("give exactly one of scale (MATLAB bicubic degradation) and operator")
+    if operator is None:
+        if isinstance(scale, bool) or not isinstance(scale, Integral) or scale < 1:
+            raise ValueError(f"scale must be a positive int, got {scale!r}")
+        if sr.shape[-2] != lr.shape[-2] * scale or sr.shape[-1] != lr.shape[-1] * scale:
+            raise ValueError(
+                f"sr {tuple(sr.shape)} must be exactly scale={scale} times lr {tuple(lr.shape)} in height and width"
+            )
+        operator = BicubicDownsample(int(scale))
+    elif not isinstance(operator, LinearOperator):
+        raise TypeError(f"operator must be a course_lib LinearOperator, got {type(operator).__name__}")
+    degraded = operator.A(sr)
+    if degraded.shape != lr.shape:
+        raise ValueError(f"the operator maps sr {tuple(sr.shape)} to {tuple(degraded.shape)}, but lr has shape "
+                         f"{tuple(lr.shape)}")
+    return psnr(degraded, lr, shave=shave, y_channel=y_channel, data_range=data_range)
 
 
 def gradient_energy(img: torch.Tensor, *, shave: int = 0, y_channel: bool = False) -> torch.Tensor:
@@ -201,6 +221,7 @@ def gradient_energy(img: torch.Tensor, *, shave: int = 0, y_channel: bool = Fals
     vertical = (img[..., 1:, :] - img[..., :-1, :]).square().mean(dim=dims)
     horizontal = (img[..., :, 1:] - img[..., :, :-1]).square().mean(dim=dims)
     return vertical + horizontal
+
 
 def kernel_error(estimate: torch.Tensor, truth: torch.Tensor, scale: int = 2) -> float:
     """L2 distance between two blur kernels after aligning and normalising them.
