@@ -10,16 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..degradation import BlurDownsample
+
 __all__ = ["downscale_valid", "DeepLinearGenerator", "KernelGANDiscriminator"]
 
 
 def downscale_valid(x: torch.Tensor, kernel: torch.Tensor, scale: int = 2) -> torch.Tensor:
-    """Correlate every channel of ``x`` (N, C, H, W) with ``kernel`` (K, K), 'valid', then keep every
-    ``scale``-th pixel: the operator a linear generator implements. Differentiable in both.
+    """``BlurDownsample(kernel, scale, boundary="valid").A(x)``: correlate every channel of ``x`` with
+    ``kernel`` (K, K) without padding, then keep every ``scale``-th pixel; the operator a linear
+    generator implements. Differentiable in both.
     """
-    n, c, h, w = x.shape
-    out = F.conv2d(x.reshape(n * c, 1, h, w), kernel[None, None].to(x.dtype), stride=scale)
-    return out.reshape(n, c, *out.shape[-2:])
+    return BlurDownsample(kernel, scale, boundary="valid").A(x)
 
 
 class DeepLinearGenerator(nn.Module):
