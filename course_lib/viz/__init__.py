@@ -230,7 +230,7 @@ def slider_explorer(draw: Callable[[plt.Figure, float], None], *, start: float, 
     Returns the widget, or ``None`` when ipywidgets is not installed or while the HTML book is
     being built (a widget there would only show a dead control).
     """
-    from .config import is_static_build
+    from ..config import is_static_build
 
     if is_static_build():
         return None
