@@ -6,6 +6,21 @@ install with themselves; everything else is generated.
 
 from __future__ import annotations
 
+from .datasets import (
+    DATASETS,
+    Archive,
+    ChecksumError,
+    DatasetSpec,
+    DownloadError,
+    UnverifiedDownloadWarning,
+    data_dir,
+    dataset_env_var,
+    dataset_path,
+    download,
+    download_file,
+    list_images,
+    load_dataset_images,
+)
 from .dead_leaves import dead_leaves, dead_leaves_batch
 from .patches import PatchDataset, PatchSampler, dihedral, seeded_generator, training_sampler
 from .photos import (
@@ -38,4 +53,7 @@ __all__ = [
     "PatchSampler", "PatchDataset", "dihedral", "seeded_generator", "training_sampler",
     "Toy2D", "GaussianMixture", "Rings", "TwoMoons", "Ridge", "EntropyEstimate", "make_toy",
     "TOY_NAMES",
+    "DATASETS", "Archive", "DatasetSpec", "ChecksumError", "DownloadError",
+    "UnverifiedDownloadWarning", "data_dir", "dataset_env_var", "dataset_path", "download",
+    "download_file", "list_images", "load_dataset_images",
 ]
