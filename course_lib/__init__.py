@@ -4,4 +4,6 @@ Every chapter of the book imports from here; the notebooks teach and plot, the l
 reusable code (degradation operators, metrics, flows, the paper models, one training loop).
 """
 
+# The one place the version lives: pyproject.toml reads it without importing course_lib, which
+# works while it stays a plain string literal.
 __version__ = "0.1.0"
