@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from course_lib import flows
 from course_lib.flows import (
+    MLP,
     ActNorm,
     AdditiveAffineCoupling,
     AdditiveCoupling,
@@ -32,7 +33,6 @@ from course_lib.flows import (
     HaarDownsampling,
     Inverse,
     InvertibleConv1x1,
-    MLP,
     Permutation,
     Split,
     Squeeze,
@@ -66,13 +66,21 @@ def img(n=2, c=4, h=4, w=4, seed=1):
 # name -> (layer factory, input factory, cond factory or None)
 CASES = {
     "affine_mlp_atan": (lambda: AffineCoupling(4, mlp, clamp=1.5), vec, None),
-    "affine_mlp_sigmoid_swap": (lambda: AffineCoupling(4, mlp, split_channels=1, clamp_kind="sigmoid", swap=True), vec, None),
-    "affine_mlp_tanh_cond": (lambda: AffineCoupling(4, mlp, clamp_kind="tanh", cond_channels=3), vec, lambda: vec(d=3, seed=5)),
+    "affine_mlp_sigmoid_swap": (
+        lambda: AffineCoupling(4, mlp, split_channels=1, clamp_kind="sigmoid", swap=True), vec, None
+    ),
+    "affine_mlp_tanh_cond": (
+        lambda: AffineCoupling(4, mlp, clamp_kind="tanh", cond_channels=3), vec, lambda: vec(d=3, seed=5)
+    ),
     "affine_mlp_noclamp": (lambda: AffineCoupling(3, mlp, clamp_kind="none"), lambda: vec(d=3), None),
     "affine_conv_cond": (lambda: AffineCoupling(4, conv, clamp=0.5, cond_channels=2), img, lambda: img(c=2, seed=5)),
-    "additive_conv_cond": (lambda: AdditiveCoupling(4, conv, cond_channels=2, swap=True), img, lambda: img(c=2, seed=5)),
+    "additive_conv_cond": (
+        lambda: AdditiveCoupling(4, conv, cond_channels=2, swap=True), img, lambda: img(c=2, seed=5)
+    ),
     "irn_invblock_dense": (lambda: AdditiveAffineCoupling(5, dense, split_channels=2), lambda: img(c=5), None),
-    "irn_invblock_dense_cond": (lambda: AdditiveAffineCoupling(4, dense, split_channels=1, cond_channels=2), img, lambda: img(c=2, seed=5)),
+    "irn_invblock_dense_cond": (
+        lambda: AdditiveAffineCoupling(4, dense, split_channels=1, cond_channels=2), img, lambda: img(c=2, seed=5)
+    ),
     "affine_injector_img": (lambda: AffineInjector(4, 2, conv, clamp=1.0), img, lambda: img(c=2, seed=5)),
     "affine_injector_vec": (lambda: AffineInjector(4, 3, mlp, clamp_kind="sigmoid"), vec, lambda: vec(d=3, seed=5)),
     "actnorm_vec": (lambda: ActNorm(4), vec, None),
@@ -84,7 +92,9 @@ CASES = {
     "haar_irn": (lambda: HaarDownsampling(4), img, None),
     "haar_orthonormal": (lambda: HaarDownsampling(4, orthonormal=True), img, None),
     "haar_up": (lambda: Inverse(HaarDownsampling(1)), lambda: img(c=4, h=2, w=2), None),
-    "inverse_of_coupling_cond": (lambda: Inverse(AffineCoupling(4, mlp, cond_channels=3)), vec, lambda: vec(d=3, seed=5)),
+    "inverse_of_coupling_cond": (
+        lambda: Inverse(AffineCoupling(4, mlp, cond_channels=3)), vec, lambda: vec(d=3, seed=5)
+    ),
     "permutation": (lambda: Permutation(4, "random", generator=torch.Generator().manual_seed(3)), img, None),
     "split_kept": (lambda: Split(4, 2), img, None),
     "split_cond_only": (lambda: Split(4, 1, cond_channels=2, condition_on_kept=False), img, lambda: img(c=2, seed=5)),
@@ -92,11 +102,23 @@ CASES = {
     "split_learned": (lambda: Split(4, 2, condition_on_kept=False), img, None),
     "gaussianize_vec_cond": (lambda: Gaussianize(4, 3, spatial=False), vec, lambda: vec(d=3, seed=5)),
     "glow_steps_cond": (
-        lambda: FlowSequential(flows.glow_step(4, conv, cond_channels=2), flows.glow_step(4, conv, lu=False, coupling="additive", cond_channels=2)),
+        lambda: FlowSequential(
+            flows.glow_step(4, conv, cond_channels=2),
+            flows.glow_step(4, conv, lu=False, coupling="additive", cond_channels=2),
+        ),
         img,
         lambda: img(c=2, seed=5),
     ),
 }
+
+
+def per_sample_logdet(fn, inputs, cond):
+    """Autograd ``log |det|`` of ``v -> fn(v, cond_i)`` at every sample ``i`` (``cond_i`` held fixed)."""
+    values = []
+    for i in range(inputs.shape[0]):
+        ci = None if cond is None else cond[i : i + 1]
+        values.append(autograd_logdet(lambda v, ci=ci: fn(v, ci), inputs[i : i + 1])[0])
+    return torch.stack(values)
 
 
 def build(name):
@@ -123,12 +145,7 @@ def test_inverse_of_forward_is_identity(name):
 def test_logdet_matches_autograd_jacobian(name):
     layer, x, cond = build(name)
     _, logdet = layer(x, cond)
-    reference = torch.stack(
-        [
-            autograd_logdet(lambda v: layer(v, None if cond is None else cond[i : i + 1])[0], x[i : i + 1])[0]
-            for i in range(x.shape[0])
-        ]
-    )
+    reference = per_sample_logdet(lambda v, c: layer(v, c)[0], x, cond)
     torch.testing.assert_close(logdet, reference, atol=1e-8, rtol=1e-8)
     assert logdet.abs().max() > 1e-3 or name in {"squeeze", "permutation", "additive_conv_cond", "haar_orthonormal"}
 
@@ -142,12 +159,7 @@ def test_inverse_logdet_is_minus_forward_and_matches_autograd(name):
     torch.testing.assert_close(x_rec, x, atol=1e-10, rtol=0)
     torch.testing.assert_close(x_rec, layer.inverse(z, cond), atol=0, rtol=0)
     torch.testing.assert_close(logdet_inv, -logdet, atol=1e-10, rtol=1e-10)
-    reference = torch.stack(
-        [
-            autograd_logdet(lambda v: layer.inverse(v, None if cond is None else cond[i : i + 1]), z[i : i + 1])[0]
-            for i in range(z.shape[0])
-        ]
-    )
+    reference = per_sample_logdet(layer.inverse, z, cond)
     torch.testing.assert_close(logdet_inv, reference, atol=1e-8, rtol=1e-8)
 
 

@@ -61,13 +61,19 @@ def test_conditional_glow_with_per_level_cond():
     model = tiny_glow(cond_channels=2)
     g = torch.Generator().manual_seed(2)
     x = torch.rand(2, 1, 4, 4, dtype=torch.float64, generator=g)
-    cond = [torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 2, 1, 1, generator=g, dtype=torch.float64)]
+    cond = [
+        torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64),
+        torch.randn(2, 2, 1, 1, generator=g, dtype=torch.float64),
+    ]
     model(x, cond)
     perturb(model).eval()
     zs, logdet = model(x, cond)
     torch.testing.assert_close(model.inverse(zs, cond), x, atol=1e-10, rtol=0)
     reference = torch.stack(
-        [autograd_logdet(lambda v: model(v, [c[i : i + 1] for c in cond])[0], x[i : i + 1])[0] for i in range(2)]
+        [
+            autograd_logdet(lambda v, ci=[c[i : i + 1] for c in cond]: model(v, ci)[0], x[i : i + 1])[0]
+            for i in range(2)
+        ]
     )
     torch.testing.assert_close(logdet, reference, atol=1e-8, rtol=1e-8)
     # the condition matters: another cond gives another density

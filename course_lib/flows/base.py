@@ -25,7 +25,7 @@ needs only ``_forward`` and ``_inverse``; add ``_inverse_and_logdet`` when it is
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -22,7 +22,7 @@ Subnets come from a *constructor* ``subnet(c_in, c_out) -> nn.Module`` (see
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -61,7 +61,8 @@ class UniformDequantization(nn.Module):
         check_tensor(x, "x", "UniformDequantization")
         if float(x.min()) < 0.0 or float(x.max()) > 1.0:
             raise ValueError(
-                f"UniformDequantization expects values in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]"
+                "UniformDequantization expects values in [0, 1], "
+                f"got range [{float(x.min()):.3g}, {float(x.max()):.3g}]"
             )
         u = torch.rand_like(x) if self.noise else torch.full_like(x, 0.5)
         y = (self.levels(x) + u) / self.n_bins if self.quantize else x + u / self.n_bins

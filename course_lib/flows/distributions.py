@@ -16,7 +16,7 @@ T < 1 trades diversity for cleaner samples; T = 0 gives the mode of the prior.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -15,7 +15,7 @@ Log-densities are in nats per sample; use ``course_lib.flows.nll_bits_per_dim`` 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

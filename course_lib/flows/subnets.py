@@ -14,7 +14,7 @@ The last layer is initialised to zero so that every coupling starts as the ident
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -11,7 +11,7 @@ readers' own layers can be checked with them in one line.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -45,14 +45,15 @@ def autograd_logdet(fn: Callable[[Tensor], Tensor | Sequence[Tensor]], x: Tensor
     latent); each sample's Jacobian is computed on its own, so the batch must be tiny (D of a
     few dozen). Use float64 for comparisons at 1e-8.
     """
-    values = []
-    for i in range(x.shape[0]):
-        xi = x[i : i + 1]
-        jac = torch.autograd.functional.jacobian(lambda v: _flatten(fn(v.view_as(xi))), xi.reshape(-1))
-        if jac.shape[0] != jac.shape[1]:
-            raise ValueError(f"fn changes the dimension ({jac.shape[1]} -> {jac.shape[0]}); not a bijection")
-        values.append(torch.linalg.slogdet(jac)[1])
-    return torch.stack(values)
+    return torch.stack([_sample_logdet(fn, x[i : i + 1]) for i in range(x.shape[0])])
+
+
+def _sample_logdet(fn: Callable[[Tensor], Tensor | Sequence[Tensor]], xi: Tensor) -> Tensor:
+    """``log |det J|`` of ``fn`` at the batch of one sample ``xi``."""
+    jac = torch.autograd.functional.jacobian(lambda v: _flatten(fn(v.view_as(xi))), xi.reshape(-1))
+    if jac.shape[0] != jac.shape[1]:
+        raise ValueError(f"fn changes the dimension ({jac.shape[1]} -> {jac.shape[0]}); not a bijection")
+    return torch.linalg.slogdet(jac)[1]
 
 
 def check_invertible(
@@ -67,7 +68,7 @@ def check_invertible(
     values = []
     for i in range(x.shape[0]):
         ci = None if cond is None else cond[i : i + 1]
-        values.append(autograd_logdet(lambda v: layer(v, ci)[0], x[i : i + 1])[0])
+        values.append(autograd_logdet(lambda v, ci=ci: layer(v, ci)[0], x[i : i + 1])[0])
     reference = torch.stack(values)
     return {
         "reconstruction": float((x_rec - x).detach().abs().max()),
