@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from typing import TypeVar
 
 import numpy as np
@@ -36,6 +37,10 @@ def get_profile() -> str:
     if value:
         if value not in PROFILES:
             raise ValueError(f"{ENV_VAR}={value!r} is not a profile; choose one of {PROFILES}")
+        if value == "gpu" and not torch.cuda.is_available():
+            warnings.warn(f"{ENV_VAR}=gpu but no CUDA GPU is available: the gpu profile's paper-size models would "
+                          "train on the CPU, hours per chapter. Use COURSE_PROFILE=cpu on a CPU.", RuntimeWarning,
+                          stacklevel=2)
         return value
     return "gpu" if torch.cuda.is_available() else "cpu"
 
@@ -97,15 +102,18 @@ def set_threads(n: int | None = None) -> int:
     then run side by side without oversubscribing the cores), else all cores.
     """
     if n is None:
-        env = os.environ.get("COURSE_THREADS")
+        env = os.environ.get("COURSE_THREADS", "").strip()
         if env:
-            n = int(env)
+            try:
+                n = int(env)
+            except ValueError:
+                raise ValueError(f"COURSE_THREADS={env!r} is not a whole number of threads (e.g. COURSE_THREADS=2)") from None
         elif get_profile() == "test":
             n = 1
         else:
             n = os.cpu_count() or 1
-    if n < 1:
-        raise ValueError(f"thread count must be at least 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"thread count must be an int of at least 1, got {n!r}")
     torch.set_num_threads(n)
     return n
 

@@ -31,6 +31,7 @@ from numbers import Integral, Real
 import torch
 import torch.nn.functional as F
 
+from .checks import check_unit_range
 from .degradation.operators import BicubicDownsample, LinearOperator
 
 __all__ = ["rgb_to_y", "psnr", "ssim", "lr_psnr", "gradient_energy", "kernel_error"]
@@ -83,6 +84,7 @@ def _prepare(sr, hr, shave, y_channel, data_range, min_size=1):
     for name, img in (("sr", sr), ("hr", hr)):
         if not torch.isfinite(img).all():
             raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+        check_unit_range(img, name, data_range=data_range)
     work = torch.float32 if sr.device.type == "mps" else torch.float64
     pair = []
     for img in (sr, hr):

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_unit_range
 from .config import get_device
 from .data.patches import dihedral
 from .degradation import BlurDownsample, bicubic_kernel, gradient_penalty, imresize
@@ -108,6 +109,7 @@ def _check_inputs(lr, kernel, scale) -> tuple[torch.Tensor, torch.Tensor, int]:
         raise TypeError(f"lr must be a floating-point tensor in [0, 1], got {lr.dtype}")
     if not torch.isfinite(lr).all():
         raise ValueError("lr contains non-finite values (NaN or inf)")
+    check_unit_range(lr, "lr")
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
         raise ValueError(f"scale must be an int >= 2, got {scale!r}")
     scale = int(scale)

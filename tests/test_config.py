@@ -5,11 +5,27 @@ from course_lib import config
 
 
 def test_profile_from_environment(monkeypatch):
-    for name in config.PROFILES:
+    for name in ("test", "cpu"):
         monkeypatch.setenv("COURSE_PROFILE", name)
         assert config.get_profile() == name
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("COURSE_PROFILE", " GPU ")
     assert config.get_profile() == "gpu"
+
+
+def test_gpu_profile_without_cuda_warns(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("COURSE_PROFILE", "gpu")
+    with pytest.warns(RuntimeWarning, match="no CUDA GPU is available"):
+        assert config.get_profile() == "gpu"
+
+
+def test_bad_thread_count_names_the_variable(monkeypatch):
+    monkeypatch.setenv("COURSE_THREADS", "abc")
+    with pytest.raises(ValueError, match="COURSE_THREADS='abc'"):
+        config.set_threads()
+    with pytest.raises(ValueError, match="at least 1"):
+        config.set_threads(0)
 
 
 def test_default_profile_follows_hardware(monkeypatch):
