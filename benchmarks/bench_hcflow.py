@@ -1,9 +1,11 @@
 """Benchmark of the shipped HCFlow checkpoints (and IRN's, when present) on the held-out photos.
 
 Prints, for SR x4: NLL in bits/dim, Y-PSNR/SSIM at temperatures 0 and 0.9, LR-PSNR of the samples
-(consistency with the input), bicubic baseline; for rescaling x4: Y-PSNR/SSIM of HCFlow next to
-IRN's on the same images; and CPU time per megapixel of HR output for each model's forward
-(downscale / likelihood) and inverse (upscale / sampling) passes.
+(``lr_psnr``: consistency with the input), bicubic baseline; for rescaling x4: Y-PSNR/SSIM of HCFlow
+next to IRN's on the same images, with their LR images against the bicubic LR (``lr_vs_bicubic_psnr``);
+and CPU time per megapixel of HR output for each model's forward (downscale / likelihood) and
+inverse (upscale / sampling) passes. Every figure comes from the one shared
+``course_lib.evaluation.evaluate``.
 
     python benchmarks/bench_hcflow.py [--crop 256] [--draws 3] [--threads 1] [--images DIR]
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from course_lib import config, data, hcflow, irn
+from course_lib.evaluation import evaluate
 
 
 def load_images(folder: str | None, crop: int | None, scale: int) -> list[tuple[str, torch.Tensor]]:
@@ -56,7 +59,8 @@ def main() -> None:
         model = hcflow.load_hcflow("sr")
         print(f"HCFlow SR x4: {hcflow.count_parameters(model):,} parameters")
         for t in (0.0, 0.9):
-            res = hcflow.evaluate(model, [im for _, im in images], temperature=t, draws=args.draws, nll=(t == 0.0))
+            res = evaluate(model, [im for _, im in images], temperature=t, draws=args.draws,
+                           nll=hcflow.dequantized_nll_bits_per_dim if t == 0.0 else None)
             extra = f", NLL {res['nll_bpd']:.3f} bits/dim" if "nll_bpd" in res else ""
             print(f"  T = {t}: Y-PSNR {res['hr_psnr']:.2f} dB, SSIM {res['hr_ssim']:.4f}, "
                   f"LR-PSNR {res['lr_psnr']:.2f} dB{extra} (bicubic {res['bicubic_psnr']:.2f} / "
@@ -64,7 +68,7 @@ def main() -> None:
         hr = images[0][1][None]
         lr = hcflow.reference_lr(hr, scale)
         up = seconds_per_megapixel(lambda: hcflow.upscale(model, lr, 0.9), hr[0, 0].numel())
-        down = seconds_per_megapixel(lambda: hcflow.nll_bits_per_dim(model, hr, lr), hr[0, 0].numel())
+        down = seconds_per_megapixel(lambda: hcflow.dequantized_nll_bits_per_dim(model, hr, lr), hr[0, 0].numel())
         print(f"  CPU: sampling {up:.2f} s/MP, likelihood {down:.2f} s/MP\n")
     else:
         print("no shipped HCFlow SR checkpoint\n")
@@ -75,10 +79,11 @@ def main() -> None:
     if irn.pretrained_path(scale).is_file():
         rescalers["IRN"] = (irn, irn.load_irn(scale))
     for name, (module, model) in rescalers.items():
-        res = module.evaluate(model, [im for _, im in images], draws=args.draws)
+        res = evaluate(model, [im for _, im in images], draws=args.draws)
         print(f"{name} rescaling x4: {sum(p.numel() for p in model.parameters()):,} parameters; "
               f"Y-PSNR {res['hr_psnr']:.2f} dB, SSIM {res['hr_ssim']:.4f}, LR vs bicubic LR "
-              f"{res['lr_psnr']:.2f} dB (bicubic & bicubic {res['bicubic_psnr']:.2f} / {res['bicubic_ssim']:.4f})")
+              f"{res['lr_vs_bicubic_psnr']:.2f} dB (bicubic & bicubic {res['bicubic_psnr']:.2f} / "
+              f"{res['bicubic_ssim']:.4f})")
         hr = images[0][1][None]
         small = module.downscale(model, hr)
         down = seconds_per_megapixel(lambda: module.downscale(model, hr), hr[0, 0].numel())

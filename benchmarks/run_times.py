@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from course_lib.config import PROFILES
+
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER_BOOK = str(Path(sys.executable).with_name("jupyter-book"))
 
@@ -50,7 +52,7 @@ def time_notebook(path: Path, env: dict[str, str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to time (default: all in book/)")
-    parser.add_argument("--profile", default="test", choices=["test", "cpu", "gpu"])
+    parser.add_argument("--profile", default="test", choices=PROFILES)
     parser.add_argument("--skip-build", action="store_true", help="do not time the book build")
     parser.add_argument("--skip-tests", action="store_true", help="do not time the unit tests")
     parser.add_argument("--skip-browser", action="store_true", help="do not time the browser tests")

@@ -5,32 +5,49 @@ resolution, packed as the channels ``[LR | z]``::
 
     f(x) = [y | z]  (N, 3 s^2, H/s, W/s),       x = f^{-1}([y | z]),       z ~ N(0, T^2 I) to upscale.
 
-:class:`RescalingFlow` is the base class of such a model (:class:`course_lib.irn.IRN`,
+:class:`RescalingFlow` is the base class of such a model (:class:`course_lib.irn.model.IRN`,
 :class:`course_lib.hcflow.model.HCFlow`): it gives the ``(y, z)`` views ``encode`` / ``decode`` /
-``sample_z``. The functions below work for any of them:
+``sample_z``, a ``mode`` (``"rescale"``: it upscales the LR image it made; ``"sr"``: it upscales
+a given bicubic LR image) and its constructor arguments ``config()``. The functions below work for
+any of them:
 
 * :func:`downscale`: HR -> the 8-bit LR image (:func:`quantize`, straight-through gradient);
 * :func:`upscale`: LR -> HR with a fresh ``z`` at temperature ``T``;
 * :func:`as_rgb_batch`, :func:`check_divisible`, :func:`check_scale`, :func:`check_temperature`:
   the input checks with the same messages for both models;
-* :func:`center_crop`, :func:`round_8bit`, :func:`evaluation_images`: what the evaluations share;
-* :func:`report_training`: the last lines of both training command lines.
+* :func:`center_crop`, :func:`round_8bit`, :func:`evaluation_images`: the images of the shared
+  evaluation (:mod:`course_lib.evaluation`);
+* :func:`command_parser`, :func:`run_command`, :func:`report_training`: the command lines
+  ``python -m course_lib.irn`` and ``python -m course_lib.hcflow`` (one set of shared flags, one
+  ``evaluate`` command).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from course_lib import training
+from course_lib import config, training
 from course_lib.flows import InvertibleModule
+
+__all__ = [
+    "CHANNELS", "MODES", "RescalingFlow", "as_rgb_batch", "center_crop", "check_divisible", "check_scale",
+    "check_temperature", "command_parser", "downscale", "evaluation_images", "quantize", "report_training",
+    "round_8bit", "run_command", "upscale",
+]
 
 Tensor = torch.Tensor
 
 CHANNELS = 3  # RGB
+# What a model's upscaler is given: the bicubic LR image ("sr") or the LR image it made itself ("rescale").
+MODES = ("sr", "rescale")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,15 +104,22 @@ def check_temperature(temperature) -> float:
 class RescalingFlow(InvertibleModule):
     """Base class of a bijection ``x (N,3,H,W) <-> [y | z] (N, out_channels, H/s, W/s)``.
 
-    A subclass sets ``scale`` and ``out_channels`` (``3 s^2``: the 3 LR channels first) and
-    implements ``_forward`` / ``_inverse`` of :class:`course_lib.flows.base.InvertibleModule`
-    (checking its inputs with ``_check_hr`` and ``_check_packed``); it then has the
-    ``(y, z)`` views :meth:`encode`, :meth:`decode` and :meth:`sample_z`, and works with
-    :func:`course_lib.rescaling.downscale` and :func:`course_lib.rescaling.upscale`.
+    A subclass sets ``scale`` and ``out_channels`` (``3 s^2``: the 3 LR channels first), ``mode``
+    if it is not ``"rescale"`` (one of ``MODES``), implements ``_forward`` / ``_inverse`` of
+    :class:`course_lib.flows.base.InvertibleModule` (checking its inputs with ``_check_hr`` and
+    ``_check_packed``) and :meth:`config`; it then has the ``(y, z)`` views :meth:`encode`,
+    :meth:`decode` and :meth:`sample_z`, and works with :func:`course_lib.rescaling.downscale`,
+    :func:`course_lib.rescaling.upscale` and :func:`course_lib.evaluation.evaluate`.
     """
 
     scale: int
     out_channels: int
+    mode: str = "rescale"
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments as plain Python values: ``type(self)(**self.config())`` builds
+        the same architecture. The training loops store it in checkpoints as ``model_config``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define config()")
 
     @property
     def z_channels(self) -> int:
@@ -226,6 +250,87 @@ def evaluation_images(model: RescalingFlow, photos: Sequence[str] | Sequence[Ten
 # ------------------------------------------------------------------------------------------------
 # command lines
 # ------------------------------------------------------------------------------------------------
+
+
+def command_parser(prog: str, description: str, *, shipped: tuple[str, dict[str, Any]]) -> tuple:
+    """The parser of ``python -m course_lib.irn`` / ``course_lib.hcflow``, with the flags both share.
+
+    Returns three ``argparse.ArgumentParser``: ``(parser, train, evaluate)``, the sub-command
+    parsers for the model to add its own flags to. ``train`` has ``--profile``
+    (``course_lib.config.PROFILES``), ``--out``, ``--steps``, ``--seed``, ``--device``,
+    ``--threads``, ``--eval-every``, ``--init``, ``--features``, ``--no-progress`` and
+    ``--weights``; ``evaluate`` has ``--checkpoint`` or the flag naming a shipped checkpoint
+    (``shipped = (flag, add_argument keywords)``, e.g. ``("--scale", {"type": int, "help": ...})``),
+    ``--crop``, ``--draws``, ``--temperature`` and ``--threads``. :func:`run_command` runs the
+    parsed arguments.
+    """
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train (checkpoints, resume, progress bar, seeded)")
+    t.add_argument("--profile", choices=config.PROFILES, default=None,
+                   help="sizes of the run (default: $COURSE_PROFILE or the hardware); gpu = the paper's model")
+    t.add_argument("--out", required=True,
+                   help="checkpoint file (written every few hundred steps); resumed from when it exists")
+    t.add_argument("--steps", type=int, default=None, help="total training steps (overrides the profile)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--eval-every", type=int, default=0, help="held-out figures on centre crops every N steps")
+    t.add_argument("--init", default=None,
+                   help="start from the weights of this checkpoint (fine-tuning; the optimiser starts fresh "
+                        "and the architecture comes from the checkpoint)")
+    t.add_argument("--features", default=None,
+                   help="VGG-19 weights file for the feature loss of IRN+ / HCFlow++ (default: the Gabor stand-in)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (log files)")
+    t.add_argument("--weights", default=None,
+                   help="also write a weights-only copy (no optimiser state) here at the end")
+    e = sub.add_parser("evaluate", help="held-out Y-PSNR/SSIM and LR figures of a checkpoint")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint file")
+    flag, kwargs = shipped
+    src.add_argument(flag, **kwargs)
+    e.add_argument("--crop", type=int, default=None, help="centre crop size (default: whole photos)")
+    e.add_argument("--draws", type=int, default=1, help="samples of z per image")
+    e.add_argument("--temperature", type=float, default=None,
+                   help="std of z (default: 1.0 for rescaling, 0.9 for SR)")
+    e.add_argument("--threads", type=int, default=None)
+    return p, t, e
+
+
+def run_command(args, *, train: Callable[..., tuple[nn.Module, Any]], load: Callable[..., RescalingFlow],
+                nll: Callable[..., Tensor] | None = None) -> int:
+    """Run the arguments parsed by a :func:`command_parser` parser (an ``argparse.Namespace``);
+    returns the exit status.
+
+    ``train``: ``train(args) -> (model, history)``, timed, then :func:`report_training`.
+    ``evaluate``: ``load(args)`` gives the model, :func:`course_lib.evaluation.evaluate` its
+    figures (with ``nll``, the likelihood function, when ``args.nll`` is set and the model is an SR
+    model), printed as :func:`course_lib.evaluation.format_results`.
+    """
+    if args.threads is not None:
+        config.set_threads(args.threads)
+    if args.command == "train":
+        out = Path(args.out)
+        if out.exists():
+            print(f"resuming from {out}", flush=True)
+        start = time.perf_counter()
+        model, history = train(args)
+        report_training(model, history, time.perf_counter() - start, out, args.weights, last_logs=True)
+        return 0
+    from course_lib import evaluation
+
+    model = load(args)
+    use_nll = nll if getattr(args, "nll", False) and model.mode == "sr" else None
+    if getattr(args, "nll", False) and use_nll is None:
+        print(f"--nll: {model.tag} has no likelihood of the HR image given the bicubic LR; skipped")
+    results = evaluation.evaluate(model, crop=args.crop, draws=args.draws, temperature=args.temperature,
+                                  nll=use_nll)
+    print(f"{model.tag} ({sum(p.numel() for p in model.parameters())} parameters), held-out photos, Y channel, "
+          f"shave {model.scale}, temperature {results['temperature']}, {args.draws} draw(s)")
+    print(evaluation.format_results(results))
+    if "nll_bpd" in results:
+        print(f"NLL: {results['nll_bpd']:.3f} bits/dim")
+    return 0
 
 
 def report_training(model: nn.Module, history: training.History, seconds: float,

@@ -14,6 +14,8 @@ therefore ends with the same weights as an uninterrupted one (tested in ``tests/
 Checkpoints hold only tensors and plain Python containers, so they load with
 ``torch.load(..., weights_only=True)``; each records a ``tag`` naming the model it was made for,
 and loading it into a different model raises a clear error instead of silently mismatching.
+A checkpoint may also hold ``model_config``, the constructor arguments of the model, so that a
+loader can rebuild the model from the file alone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import is_static_build
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "EvalFn", "History", "StepFn", "Trainer", "discriminator_step", "evaluation_mode",
+    "export_weights", "fit", "load_checkpoint", "load_weights",
+]
 
 CHECKPOINT_FORMAT = 1
 
@@ -153,6 +160,9 @@ class Trainer:
         tag: names the model a checkpoint belongs to; a checkpoint with another tag is refused.
         desc: label of the progress bar.
         progress: show a tqdm progress bar.
+        model_config: the constructor arguments of ``modules["model"]`` (plain Python values),
+            saved as the checkpoint's ``model_config`` so that a loader can rebuild the model
+            from the file alone (e.g. :func:`course_lib.irn.train.load_irn`).
     """
 
     def __init__(
@@ -170,6 +180,7 @@ class Trainer:
         desc: str | None = None,
         progress: bool = True,
         log_every: int = 1,
+        model_config: Mapping[str, Any] | None = None,
     ) -> None:
         if not modules:
             raise ValueError("Trainer needs at least one module to train")
@@ -192,6 +203,7 @@ class Trainer:
         self.desc = desc or self.tag
         self.progress = progress
         self.log_every = log_every
+        self.model_config = dict(model_config) if model_config is not None else None
         self.step = 0
         self.history = History()
         if self.checkpoint is not None and self.checkpoint.exists():
@@ -199,7 +211,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "format": CHECKPOINT_FORMAT,
             "tag": self.tag,
             "step": self.step,
@@ -210,6 +222,9 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        if self.model_config is not None:
+            state["model_config"] = self.model_config
+        return state
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write a checkpoint atomically (a crash mid-write never leaves a broken file)."""
@@ -401,6 +416,7 @@ def fit(
     desc: str | None = None,
     progress: bool = True,
     log_every: int = 1,
+    model_config: Mapping[str, Any] | None = None,
 ) -> History:
     """Train ``model`` to minimise ``loss_fn(model, batch_fn(step))`` for ``steps`` steps.
 
@@ -410,6 +426,7 @@ def fit(
     turns on mixed precision with a gradient scaler when the model is on CUDA (ignored on CPU).
     With ``checkpoint`` set, an existing file of the same ``tag`` is resumed from.
     ``seed`` reseeds torch before the first step of a fresh run (not on resume).
+    ``model_config`` (the model's constructor arguments) is saved in the checkpoint (:class:`Trainer`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -455,7 +472,7 @@ def fit(
         schedulers={"scheduler": scheduler} if scheduler is not None else None,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, eval_fn=eval_fn,
         eval_every=eval_every, tag=tag or type(model).__name__, desc=desc, progress=progress,
-        log_every=log_every,
+        log_every=log_every, model_config=model_config,
     )
     if trainer.step == 0 and seed is not None:
         torch.manual_seed(seed)

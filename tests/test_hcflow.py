@@ -11,26 +11,26 @@ import torch
 from scipy import stats
 
 from course_lib import training
-from course_lib.losses import gan_critics
 from course_lib.flows import autograd_logdet, check_invertible
 from course_lib.hcflow import (
     HCFlow,
+    SRLossWeights,
+    dequantized_nll_bits_per_dim,
     dirac_lr_log_prob,
     downscale,
     evaluate,
     load_hcflow,
     log_likelihood,
-    nll_bits_per_dim,
     reference_lr,
     rescaling_loss,
     sample,
-    SRLossWeights,
     sr_loss,
     train,
     train_config,
     upscale,
 )
 from course_lib.hcflow.__main__ import main as cli_main
+from course_lib.losses import gan_critics
 
 TINY = dict(flow_steps=2, cond_steps=1, hidden=4, cond_hidden=4, rrdb_blocks=(1, 0), nf=4, gc=4)
 
@@ -224,6 +224,10 @@ def test_command_line_and_evaluate(tmp_path, capsys):
     assert model.tag == "hcflow-rescale-x4"
     res = evaluate(model, [torch.rand(3, 96, 100)], draws=1)
     assert res["rows"][0]["image"] == "image0" and math.isfinite(res["hr_psnr"])
+    assert "lr_vs_bicubic_psnr" in res and "lr_psnr" not in res  # rescaling: the LR against the bicubic LR
+    assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "w.pt"), "--crop", "96", "--nll"]) == 0
+    printed = capsys.readouterr().out
+    assert "hcflow-rescale-x4" in printed and "LR vs bic" in printed and "no likelihood" in printed
 
 
 def test_level_terms_add_up_to_the_density():
@@ -279,6 +283,74 @@ def test_hcflow_plus_loss_is_the_weighted_sum_of_nll_and_l1_at_temperature_0():
     lr = reference_lr(hr, 4)
     with torch.no_grad():
         sr0 = model.decode(lr, torch.zeros(2, model.z_channels, 4, 4))
-    bpd = nll_bits_per_dim(model, hr, lr, generator=torch.Generator().manual_seed(1)).mean()
+    bpd = dequantized_nll_bits_per_dim(model, hr, lr, generator=torch.Generator().manual_seed(1)).mean()
     assert logs["l1"] == pytest.approx(float((sr0 - hr).abs().mean()), rel=1e-5)
     assert total.item() == pytest.approx(2e-3 * bpd.item() + float((sr0 - hr).abs().mean()), rel=1e-5)
+
+
+def test_sr_evaluation_reports_the_lr_consistency_and_the_dequantized_nll():
+    model = tiny_model("sr", dtype=torch.float32)
+    images = [torch.rand(3, 32, 24, generator=torch.Generator().manual_seed(0))]
+    res = evaluate(model, images, nll=dequantized_nll_bits_per_dim, seed=3)
+    assert "lr_psnr" in res and "lr_vs_bicubic_psnr" not in res and "lr_vs_bicubic_ssim" not in res
+    assert res["temperature"] == 0.9 and res["mode"] == "sr" and res["model"] == "HCFlow"
+    # the NLL is drawn after the samples from the same seeded generator: recompute it independently
+    gen = torch.Generator().manual_seed(3)
+    hr, lr = images[0][None], reference_lr(images[0][None], 4)
+    with torch.no_grad():
+        upscale(model, lr, 0.9, generator=gen)
+        expected = float(dequantized_nll_bits_per_dim(model, hr, lr, generator=gen).mean())
+    assert res["nll_bpd"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(TypeError, match="dequantized_nll_bits_per_dim"):
+        evaluate(model, images, nll=True)
+    with pytest.raises(ValueError, match="SR models only"):
+        evaluate(tiny_model("rescale", dtype=torch.float32), images, nll=dequantized_nll_bits_per_dim)
+
+
+def test_checkpoints_store_the_constructor_arguments_and_load_from_them(tmp_path):
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
+    cfg = train_config("rescale", "test", steps=1, hierarchical=False)
+    path = tmp_path / "rs.pt"
+    model, _ = train("rescale", 4, cfg, checkpoint=path, progress=False, images=images)
+    state = torch.load(path, weights_only=True)
+    assert state["model_config"] == model.config()
+    assert state["model_config"]["hierarchical"] is False and state["model_config"]["rrdb_blocks"] == [1, 0]
+    assert "arch_code" not in state["modules"]["model"]  # the sizes live in model_config only
+    assert HCFlow(**model.config()).extra_repr() == model.extra_repr()
+    loaded = load_hcflow(path, mode="rescale", scale=4)
+    assert loaded.config() == model.config()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_checkpoints_without_a_config_load_through_the_explicit_legacy_fallback(tmp_path):
+    from course_lib.hcflow import legacy_config, model_config, pretrained_path
+
+    # the shipped checkpoints predate model_config: their weights carry the sizes as an arch_code buffer
+    for mode in ("sr", "rescale"):
+        state = training.load_checkpoint(pretrained_path(mode))
+        assert "model_config" not in state and "arch_code" in state["modules"]["model"]
+        legacy = legacy_config(state["modules"]["model"])
+        assert legacy == model_config(state) and legacy["mode"] == mode and legacy["scale"] == 4
+        assert load_hcflow(mode).config() == legacy
+    # a checkpoint written the old way (arch_code in the weights, no model_config) loads the same way
+    model = tiny_model("sr", hierarchical=False, dtype=torch.float32)
+    old_code = torch.tensor([4, 0, 0, 2, 1, 4, 4, 1, 0, 4, 4])  # scale, mode index, hierarchical, sizes
+    state = {"format": training.CHECKPOINT_FORMAT, "tag": model.tag, "step": 0,
+             "modules": {"model": {**model.state_dict(), "arch_code": old_code}}}
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    loaded = load_hcflow(path)
+    assert loaded.config() == model.config()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="neither a model_config nor"):
+        legacy_config({})
+    with pytest.raises(ValueError, match="architecture code"):
+        legacy_config({"arch_code": torch.tensor([4, 5])})
+
+
+def test_training_configurations_are_named_apart_from_the_run_profiles():
+    from course_lib import config, hcflow
+
+    for mode in ("sr", "rescale"):
+        assert tuple(hcflow.TRAIN_CONFIGS[mode]) == config.PROFILES
+    assert not hasattr(hcflow, "PROFILES") and not hasattr(hcflow, "nll_bits_per_dim")

@@ -188,6 +188,7 @@ def test_command_line_trains_and_resumes_when_run_again(tmp_path, capsys):
     assert irn.main(["evaluate", "--checkpoint", str(out), "--crop", "48"]) == 0
     printed = capsys.readouterr().out
     assert "astronaut" in printed and "mean" in printed
+    assert "irn-x2" in printed and "LR vs bic" in printed  # the shared evaluate command and table
 
 
 def undecided_discriminator() -> torch.nn.Module:
@@ -266,3 +267,65 @@ def test_training_patches_keep_lr_patches_of_16_pixels():
     with pytest.warns(UserWarning, match="LR patches of 8 px"):
         irn.train(4, irn.train_config("test", steps=1, patch=32, batch=1), device="cpu", progress=False,
                   images=images)
+
+
+def test_checkpoints_store_the_constructor_arguments_and_load_from_them(tmp_path):
+    """The checkpoint's model_config rebuilds the model, even what the weights cannot tell (the clamp)."""
+    path = tmp_path / "x4.pt"
+    model = irn.IRN(4, blocks=[1, 2], growth=4, clamp=0.5)
+    cfg = irn.train_config("test", scale=4, steps=1, patch=64, batch=1)
+    images = [rand_img(3, 64, 64)]
+    irn.train(4, cfg, checkpoint=path, device="cpu", progress=False, model=model, images=images)
+    state = torch.load(path, weights_only=True)
+    assert state["model_config"] == {"scale": 4, "blocks": [1, 2], "growth": 4, "clamp": 0.5} == model.config()
+    assert irn.IRN(**model.config()).extra_repr() == model.extra_repr()
+    loaded = irn.load_irn(path, scale=4)
+    assert loaded.config() == model.config()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    slim = irn.export_weights(path, tmp_path / "slim.pt")  # the weights-only copy keeps it
+    assert torch.load(slim, weights_only=True)["model_config"] == model.config()
+
+
+def test_checkpoints_without_a_config_load_through_the_explicit_legacy_fallback(tmp_path):
+    # the shipped checkpoints predate model_config: the architecture comes from the tag and the weights
+    for scale in (2, 4):
+        state = training.load_checkpoint(irn.pretrained_path(scale))
+        assert "model_config" not in state
+        legacy = irn.legacy_config(state["tag"], state["modules"]["model"])
+        assert legacy == irn.model_config(state)
+        assert legacy["scale"] == scale and legacy["clamp"] == 1.0 and len(legacy["blocks"]) == scale // 2
+        assert irn.load_irn(scale).config() == legacy
+    # a new checkpoint with its model_config removed loads the same way
+    path = tmp_path / "new.pt"
+    model, _ = irn.train(2, irn.train_config("test", steps=1), checkpoint=path, device="cpu", progress=False,
+                         images=[rand_img(3, 40, 40)])
+    state = torch.load(path, weights_only=True)
+    del state["model_config"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    loaded = irn.load_irn(old)
+    assert loaded.config() == model.config()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="not an IRN"):
+        irn.legacy_config("hcflow-sr-x4", state["modules"]["model"])
+    with pytest.raises(ValueError, match="do not look like an IRN"):
+        irn.legacy_config("irn-x2", {"flow.layers.0.weight": torch.zeros(1)})
+
+
+def test_training_configurations_are_named_apart_from_the_run_profiles():
+    from course_lib import config
+
+    assert tuple(irn.TRAIN_CONFIGS) == config.PROFILES
+    assert all(isinstance(c, irn.TrainConfig) for c in irn.TRAIN_CONFIGS.values())
+    assert not hasattr(irn, "PROFILES")
+    assert irn.train_config("gpu") == irn.TRAIN_CONFIGS["gpu"]
+
+
+def test_the_package_keeps_the_names_of_the_old_module():
+    import importlib
+
+    model, losses, train = (importlib.import_module(f"course_lib.irn.{m}") for m in ("model", "losses", "train"))
+    assert irn.IRN is model.IRN and irn.irn_loss is losses.irn_loss
+    assert irn.train is train.train and irn.load_irn is train.load_irn  # irn.train is the function, as before
+    for name in irn.__all__:
+        assert hasattr(irn, name), name

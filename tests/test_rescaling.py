@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import data, hcflow, irn, rescaling, training
-from course_lib.degradation import quantize_8bit
+from course_lib import data, evaluation, hcflow, irn, metrics, rescaling, training
+from course_lib.degradation import bicubic_downscale, imresize, quantize_8bit
 from course_lib.flows import HaarDownsampling
 from course_lib.rescaling import (
     RescalingFlow,
@@ -42,6 +42,15 @@ class HaarRescaler(RescalingFlow):
         self._check_packed(z, "HaarRescaler.inverse")
         return self.haar._inverse(z, None)
 
+    def config(self):
+        return {}
+
+
+class HaarUpscaler(HaarRescaler):
+    """The same bijection used as an SR model: it upscales the given bicubic LR image."""
+
+    mode = "sr"
+
 
 def rand_img(*shape, seed=0, dtype=torch.float64):
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
@@ -60,6 +69,8 @@ def test_both_models_share_one_implementation_under_their_old_names():
     assert irn.make_batch_fn is hcflow.make_batch_fn is data.training_sampler
     assert irn.export_weights is hcflow.export_weights is training.export_weights
     assert issubclass(irn.IRN, RescalingFlow) and issubclass(hcflow.HCFlow, RescalingFlow)
+    assert irn.evaluate is hcflow.evaluate is evaluation.evaluate  # one evaluation for both models
+    assert irn.format_results is hcflow.format_results is evaluation.format_results
 
 
 def test_encode_decode_and_z_channels_of_a_haar_rescaler():
@@ -210,3 +221,90 @@ def test_report_training_prints_the_summary_and_exports_the_weights(tmp_path, ca
     assert copy["tag"] == full["tag"] and copy["step"] == 3
     loaded = training.load_weights(torch.nn.Linear(3, 2), slim, tag=full["tag"])
     assert torch.equal(loaded.weight, model.weight)
+
+
+def nearest_up(lr: torch.Tensor) -> torch.Tensor:
+    """Each LR pixel repeated 2x2: what a Haar-only rescaler decodes at temperature 0."""
+    return lr.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+def test_shared_evaluate_rescaling_figures_match_an_independent_computation():
+    hr = rand_img(3, 48, 46, dtype=torch.float32)
+    res = evaluation.evaluate(HaarRescaler(), [hr], temperature=0.0, draws=2)
+    assert res["model"] == "HaarRescaler" and res["mode"] == "rescale" and res["temperature"] == 0.0
+    assert "lr_psnr" not in res  # the LR consistency is an SR figure
+    lr = torch.from_numpy(np.round(block_means(hr.numpy().astype(np.float64)) * 255) / 255).float()[None]
+    sr = round_8bit(nearest_up(lr))
+    lr_bic = bicubic_downscale(hr[None], 2, quantize=True)
+    up = round_8bit(imresize(lr_bic, 2))
+    expected = {
+        "hr_psnr": metrics.psnr(sr, hr[None], shave=2), "hr_ssim": metrics.ssim(sr, hr[None], shave=2),
+        "lr_vs_bicubic_psnr": metrics.psnr(lr, lr_bic, shave=2),
+        "lr_vs_bicubic_ssim": metrics.ssim(lr, lr_bic, shave=2),
+        "bicubic_psnr": metrics.psnr(up, hr[None], shave=2), "bicubic_ssim": metrics.ssim(up, hr[None], shave=2),
+    }
+    for key, value in expected.items():
+        assert res[key] == pytest.approx(float(value), abs=1e-4), key
+        assert res["rows"][0][key] == res[key]
+
+
+def test_shared_evaluate_sr_figures_are_the_lr_consistency_of_the_samples():
+    hr = rand_img(3, 48, 46, dtype=torch.float32)
+    res = evaluation.evaluate(HaarUpscaler(), [hr], temperature=0.0)
+    assert res["mode"] == "sr" and "lr_vs_bicubic_psnr" not in res and "lr_vs_bicubic_ssim" not in res
+    lr_bic = bicubic_downscale(hr[None], 2, quantize=True)  # SR: the input is the bicubic LR
+    sr = round_8bit(nearest_up(lr_bic))
+    assert res["hr_psnr"] == pytest.approx(float(metrics.psnr(sr, hr[None], shave=2)), abs=1e-4)
+    assert res["lr_psnr"] == pytest.approx(float(metrics.lr_psnr(sr, lr_bic, 2)), abs=1e-4)
+    assert evaluation.evaluate(HaarUpscaler(), [hr], temperature=None)["temperature"] == evaluation.SR_TEMPERATURE
+    calls = []
+
+    def fake_nll(model, hr, lr, generator=None):
+        calls.append((tuple(hr.shape), tuple(lr.shape)))
+        return torch.full((hr.shape[0],), 2.5)
+
+    res = evaluation.evaluate(HaarUpscaler(), [hr, hr[:, :32, :30]], nll=fake_nll)
+    assert res["nll_bpd"] == 2.5 and calls == [((1, 3, 48, 46), (1, 3, 24, 23)), ((1, 3, 32, 30), (1, 3, 16, 15))]
+
+
+def test_one_loop_evaluates_irn_and_both_hcflow_modes():
+    torch.manual_seed(0)
+    models = [irn.IRN(4, blocks=1, growth=4), hcflow.HCFlow(4, "rescale", flow_steps=1, cond_steps=1, hidden=4,
+                                                           cond_hidden=4, rrdb_blocks=(1, 0), nf=4, gc=4),
+              hcflow.HCFlow(4, "sr", flow_steps=1, cond_steps=1, hidden=4, cond_hidden=4, rrdb_blocks=(1, 0),
+                            nf=4, gc=4)]
+    images = [rand_img(3, 84, 80, dtype=torch.float32)]  # x4: LR 21x20, enough for SSIM after the shave
+    results = [evaluation.evaluate(m.eval(), images, draws=2, seed=1) for m in models]
+    for model, res in zip(models, results):
+        lr_key = evaluation.lr_key(model)
+        assert lr_key == ("lr_psnr" if model.mode == "sr" else "lr_vs_bicubic_psnr")
+        assert res["draws"] == 2 and [r["image"] for r in res["rows"]] == ["image0"]
+        assert np.isfinite([res["hr_psnr"], res["hr_ssim"], res[lr_key]]).all()
+        assert evaluation.evaluate(model, images, draws=2, seed=1) == res  # seeded: the same figures again
+        table = evaluation.format_results(res)
+        assert table.splitlines()[0].split()[1] == type(model).__name__
+        assert ("LR consist" if model.mode == "sr" else "LR vs bic") in table
+        logs = evaluation.training_logs(model, crop=80)
+        assert set(logs) == {"eval_psnr", f"eval_{lr_key}"}
+    assert results[0]["bicubic_psnr"] == results[1]["bicubic_psnr"] == results[2]["bicubic_psnr"]
+    with pytest.raises(ValueError, match="draws"):
+        evaluation.evaluate(models[0], images, draws=0)
+
+
+def test_both_command_lines_share_the_flags_and_the_evaluate_command():
+    from course_lib.hcflow.__main__ import parser as hcflow_parser
+    from course_lib.irn.__main__ import parser as irn_parser
+
+    shared = ["evaluate", "--checkpoint", "run.pt", "--crop", "64", "--draws", "2", "--temperature", "0.5",
+              "--threads", "1"]
+    a, b = irn_parser().parse_args(shared), hcflow_parser().parse_args(shared)
+    for key in ("command", "checkpoint", "crop", "draws", "temperature", "threads"):
+        assert getattr(a, key) == getattr(b, key)
+    train = ["--out", "x.pt", "--profile", "test", "--steps", "3", "--seed", "2", "--device", "cpu",
+             "--eval-every", "5", "--init", "y.pt", "--weights", "w.pt", "--no-progress"]
+    a = irn_parser().parse_args(["train", "--scale", "2", *train])
+    b = hcflow_parser().parse_args(["train", "--mode", "sr", *train])
+    for key in ("out", "profile", "steps", "seed", "device", "eval_every", "init", "weights", "no_progress"):
+        assert getattr(a, key) == getattr(b, key)
+    assert irn_parser().parse_args(["evaluate", "--scale", "4"]).scale == 4
+    assert hcflow_parser().parse_args(["evaluate", "--mode", "sr", "--nll"]).nll

@@ -159,3 +159,23 @@ def test_evaluation_mode_restores_the_mode_even_on_error():
             with training.evaluation_mode(model):
                 raise RuntimeError("inside")
         assert model.training is start and model[1].training is start
+
+
+def test_checkpoints_carry_the_model_config_when_given(tmp_path):
+    """``model_config`` (constructor arguments) is saved, survives resume and export, loads weights-only."""
+    config = {"in_features": 4, "hidden": [16, 8], "dropout": 0.1, "name": "mlp", "flag": True, "none": None}
+    model, batch_fn, loss_fn = make_problem()
+    ckpt = tmp_path / "run.pt"
+    training.fit(model, loss_fn, batch_fn, 3, progress=False, checkpoint=ckpt, tag="mlp", model_config=config)
+    state = training.load_checkpoint(ckpt, tag="mlp")  # weights_only=True: plain containers only
+    assert state["model_config"] == config
+    training.fit(model, loss_fn, batch_fn, 5, progress=False, checkpoint=ckpt, tag="mlp", model_config=config)
+    assert training.load_checkpoint(ckpt)["step"] == 5 and training.load_checkpoint(ckpt)["model_config"] == config
+    slim = training.export_weights(ckpt, tmp_path / "slim.pt")
+    assert torch.load(slim, weights_only=True)["model_config"] == config
+    # without it, a checkpoint has no such entry (older checkpoints look the same: loaders fall back)
+    plain = tmp_path / "plain.pt"
+    training.fit(make_problem()[0], loss_fn, batch_fn, 1, progress=False, checkpoint=plain)
+    assert "model_config" not in training.load_checkpoint(plain)
+    trainer = training.Trainer({"model": nn.Linear(2, 1)}, {}, lambda step: {}, model_config={"a": 1})
+    assert trainer.state_dict()["model_config"] == {"a": 1}

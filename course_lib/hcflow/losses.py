@@ -33,6 +33,11 @@ from course_lib.rescaling import CHANNELS, as_rgb_batch, check_divisible, quanti
 
 from .model import HCFlow
 
+__all__ = [
+    "LR_LOG_SIGMA", "QUANT", "VARIANTS", "RescalingLossWeights", "SRLossWeights", "dequantize",
+    "dequantized_nll_bits_per_dim", "dirac_lr_log_prob", "log_likelihood", "reference_lr", "rescaling_loss", "sr_loss",
+]
+
 Tensor = torch.Tensor
 
 LR_LOG_SIGMA = -6.0
@@ -86,9 +91,16 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
     return gaussian_log_prob(z) + dirac_lr_log_prob(lr_out, lr_ref, log_sigma) + logdet + ld_deq
 
 
-def nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, **kwargs) -> Tensor:
-    """``-log p(hr | lr) / (3 H W ln 2)`` per image (bits per HR dimension)."""
-    x, _ = as_rgb_batch(hr, "hr", "nll_bits_per_dim")
+def dequantized_nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, **kwargs) -> Tensor:
+    """``-log p(hr | lr) / (3 H W ln 2)`` per image: the NLL in bits per HR dimension of the
+    *dequantised* HR image (``hr + u / quant``, quant = 64 for SR, the LR scored by the near-Dirac
+    Gaussian; :func:`log_likelihood`, whose keywords ``quant``, ``quantize_lr``, ``generator`` and
+    ``log_sigma`` it takes). Not :func:`course_lib.flows.nll_bits_per_dim`, which converts a given
+    log-density.
+
+    Paper: Liang et al. 2021 (ICCV), sec. 3 (the likelihood with the LR as a near-Dirac Gaussian; equation number not verified) · Book: chapter 6, section "The likelihood, term by term" · Official code: JingyunLiang/HCFlow, codes/models/modules/HCFlowNet_SR_arch.py:HCFlowNet_SR.normal_flow_diracLR
+    """
+    x, _ = as_rgb_batch(hr, "hr", "dequantized_nll_bits_per_dim")
     return -log_likelihood(model, x, lr, **kwargs) / (x[0].numel() * math.log(2.0))
 
 
@@ -135,7 +147,7 @@ def sr_loss(model: HCFlow, hr: Tensor, weights: SRLossWeights | None = None, *, 
     x, _ = as_rgb_batch(hr, "hr", "sr_loss")
     check_divisible(x, model.scale, "sr_loss")
     lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "sr_loss")[0]
-    bpd = nll_bits_per_dim(model, x, lr_ref, generator=generator).mean()
+    bpd = dequantized_nll_bits_per_dim(model, x, lr_ref, generator=generator).mean()
     total = w.nll * bpd
     logs = {"nll_bpd": bpd.item()}
     if w.l1:
@@ -182,8 +194,9 @@ def rescaling_loss(model: HCFlow, hr: Tensor, weights: RescalingLossWeights | No
     """HCFlow's rescaling objective on an HR batch: ``(total, {'lr', 'z', 'hr'})``.
 
     Forward: ``hr -> (LR, eps)``; ``lr`` = MSE between the clamped LR and the 8-bit bicubic LR
-    (the official data loader reads it from PNG files); ``z`` = ``mean eps^2``; then the LR is 8-bit quantised (straight-through) and decoded with a
-    *fresh* ``eps' ~ N(0, T^2 I)``; ``hr`` = mean absolute error to the input.
+    (the official data loader reads it from PNG files); ``z`` = ``mean eps^2``; then the LR is 8-bit
+    quantised (straight-through) and decoded with a *fresh* ``eps' ~ N(0, T^2 I)``; ``hr`` = mean
+    absolute error to the input.
     """
     w = weights if weights is not None else RescalingLossWeights()
     x, _ = as_rgb_batch(hr, "hr", "rescaling_loss")

@@ -68,13 +68,17 @@ from course_lib.flows import (
     glow_step,
 )
 from course_lib.flows.subnets import ConvNet, DenseBlock
-from course_lib.rescaling import CHANNELS, RescalingFlow, as_rgb_batch, upscale
+from course_lib.rescaling import CHANNELS, MODES, RescalingFlow, as_rgb_batch, upscale
 
 from .conditioning import ConditionEncoder
 
+__all__ = [
+    "COUPLING_CLAMP", "LEGACY_ARCH_CODE", "LEGACY_MODES", "MODES", "Architecture", "HCFlow", "check_mode",
+    "check_scale", "legacy_config", "sample",
+]
+
 Tensor = torch.Tensor
 
-MODES = ("sr", "rescale")
 # HCFlow's coupling clamp: log-scale = 0.318 atan(2 s) = 0.5 (2/pi) atan(s / 0.5), within (-0.5, 0.5)
 COUPLING_CLAMP = 0.5
 
@@ -90,6 +94,7 @@ def check_scale(scale) -> int:
 
 
 def check_mode(mode) -> str:
+    """Return ``mode`` if it is one of ``MODES`` (``"sr"`` or ``"rescale"``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return mode
@@ -160,6 +165,11 @@ class HCFlow(RescalingFlow):
             paper); ``False`` conditions every level on the upsampled LR image only.
         arch: sizes; defaults to :meth:`Architecture.paper` for the mode. Keyword arguments with
             the names of :class:`Architecture` fields override single sizes.
+
+    ``HCFlow(**model.config())`` builds the same architecture; the training loop stores
+    :meth:`config` in checkpoints as ``model_config`` (:func:`course_lib.hcflow.train.load_hcflow`).
+
+    Paper: Liang et al. 2021 (ICCV), sec. 3 (the hierarchical conditional flow; equation numbers not verified) · Book: chapter 6, section "The architecture, built from chapter 4's layers" · Official code: JingyunLiang/HCFlow, codes/models/modules/HCFlowNet_SR_arch.py:HCFlowNet_SR
     """
 
     def __init__(self, scale: int = 4, mode: str = "sr", *, hierarchical: bool = True,
@@ -212,20 +222,6 @@ class HCFlow(RescalingFlow):
             self.priors.append(Gaussianize(self.off[level], feat_channels,
                                            clamp=None if sr else COUPLING_CLAMP))
         self.out_channels = CHANNELS * self.scale**2
-        # the sizes travel with the weights, so a checkpoint alone rebuilds the model (load_hcflow)
-        self.register_buffer("arch_code", torch.tensor(
-            [self.scale, MODES.index(self.mode), int(self.hierarchical), a.flow_steps, a.cond_steps,
-             a.hidden, a.cond_hidden, *a.rrdb_blocks, a.nf, a.gc], dtype=torch.int64))
-
-    @classmethod
-    def from_arch_code(cls, code: Tensor) -> HCFlow:
-        """Rebuild an (untrained) HCFlow from the ``arch_code`` buffer of its state dict."""
-        values = [int(v) for v in torch.as_tensor(code).reshape(-1).tolist()]
-        if len(values) != 11 or not 0 <= values[1] < len(MODES):
-            raise ValueError(f"not an HCFlow architecture code: {values}")
-        scale, mode, hier, flow_steps, cond_steps, hidden, cond_hidden, nb0, nb1, nf, gc = values
-        arch = Architecture(flow_steps, cond_steps, hidden, cond_hidden, (nb0, nb1), nf, gc)
-        return cls(scale, MODES[mode], hierarchical=bool(hier), arch=arch)
 
     def _main_step(self, channels: int, k: int) -> InvertibleModule:
         a = self.arch
@@ -247,7 +243,8 @@ class HCFlow(RescalingFlow):
         return f"hcflow-{self.mode}-x{self.scale}"
 
     def config(self) -> dict:
-        """Everything needed to rebuild this model (stored next to the weights in checkpoints)."""
+        """The constructor arguments (plain Python values): ``HCFlow(**config())`` rebuilds this
+        architecture. Stored in checkpoints as ``model_config``."""
         return {"scale": self.scale, "mode": self.mode, "hierarchical": self.hierarchical,
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.arch).items()}}
 
@@ -374,6 +371,33 @@ class HCFlow(RescalingFlow):
         latents of the *coarser* levels only."""
         _, params = self._decode(lr, self.latents(z), with_params=True)
         return params
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints made before they stored model_config
+# ------------------------------------------------------------------------------------------------
+
+# Order of the sizes in the ``arch_code`` buffer that HCFlows kept in their weights before the
+# checkpoints stored ``model_config`` (the shipped hcflow_sr_x4.pt and hcflow_rescale_x4.pt).
+LEGACY_ARCH_CODE = ("scale", "mode", "hierarchical", "flow_steps", "cond_steps", "hidden", "cond_hidden",
+                    "rrdb0", "rrdb1", "nf", "gc")
+LEGACY_MODES = ("sr", "rescale")  # the mode was stored as its index in this tuple
+
+
+def legacy_config(weights: dict[str, Tensor]) -> dict:
+    """The :meth:`HCFlow.config` of a checkpoint made before checkpoints stored it, read from the
+    ``arch_code`` buffer of its weights (11 ints in the order of ``LEGACY_ARCH_CODE``; the
+    mode as its index in ``LEGACY_MODES``). The loader drops that buffer before loading the weights."""
+    if "arch_code" not in weights:
+        raise ValueError("these weights hold neither a model_config nor the legacy HCFlow arch_code buffer")
+    values = [int(v) for v in torch.as_tensor(weights["arch_code"]).reshape(-1).tolist()]
+    if len(values) != len(LEGACY_ARCH_CODE) or not 0 <= values[1] < len(LEGACY_MODES):
+        raise ValueError(f"not an HCFlow architecture code: {values}")
+    code = dict(zip(LEGACY_ARCH_CODE, values))
+    return {"scale": code["scale"], "mode": LEGACY_MODES[code["mode"]], "hierarchical": bool(code["hierarchical"]),
+            "flow_steps": code["flow_steps"], "cond_steps": code["cond_steps"], "hidden": code["hidden"],
+            "cond_hidden": code["cond_hidden"], "rrdb_blocks": [code["rrdb0"], code["rrdb1"]], "nf": code["nf"],
+            "gc": code["gc"]}
 
 
 # ------------------------------------------------------------------------------------------------

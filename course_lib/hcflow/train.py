@@ -1,13 +1,17 @@
-"""Training, evaluation and loading of HCFlow models (same shape as :mod:`course_lib.irn`).
+"""Training and loading of HCFlow models (same shape as :mod:`course_lib.irn.train`).
 
 * :func:`train` runs the shared loop (:class:`course_lib.training.Trainer`: progress bar,
   checkpoints, exact resume, seeding) with HCFlow's optimiser settings: Adam(0.9, 0.99), gradient
   value clip 5 and norm clip 100, learning rate halved at 50/75/90/95 % of the steps (SR) or
   20/40/60/80/90 % (rescaling), as the official configurations do for 300k / 500k iterations.
-* :func:`evaluate` gives Y-PSNR/SSIM (shave = scale) on the held-out photos, LR-PSNR and the
-  bicubic baseline, with the same keys as :func:`course_lib.irn.evaluate`.
-* :func:`load_hcflow` rebuilds a model from a checkpoint (the sizes are stored in the weights) and
-  refuses a checkpoint made for another mode or scale.
+* ``TRAIN_CONFIGS[mode][profile]`` holds the sizes of a run (profiles ``test`` / ``cpu`` / ``gpu``
+  of :mod:`course_lib.config`), :func:`train_config` picks one and overrides fields.
+* :func:`load_hcflow` rebuilds a model from a checkpoint (its ``model_config``, or for older
+  checkpoints such as the shipped ones :func:`course_lib.hcflow.model.legacy_config`) and refuses
+  a checkpoint made for another mode or scale.
+
+The held-out evaluation is :func:`course_lib.evaluation.evaluate`, shared with IRN (SR models:
+pass ``nll=dequantized_nll_bits_per_dim`` for the NLL).
 """
 
 from __future__ import annotations
@@ -20,20 +24,16 @@ from pathlib import Path
 
 import torch
 
-from course_lib import config, training
+from course_lib import config, evaluation, training
 from course_lib.data import training_sampler
-from course_lib.models import count_parameters
-from course_lib.rescaling import downscale, evaluation_images, round_8bit, upscale
 
-from .losses import (
-    RescalingLossWeights,
-    SRLossWeights,
-    nll_bits_per_dim,
-    reference_lr,
-    rescaling_loss,
-    sr_loss,
-)
-from .model import Architecture, HCFlow, check_mode, check_scale
+from .losses import RescalingLossWeights, SRLossWeights, reference_lr, rescaling_loss, sr_loss
+from .model import Architecture, HCFlow, check_mode, check_scale, legacy_config
+
+__all__ = [
+    "CHECKPOINT_DIR", "TRAIN_CONFIGS", "TrainConfig", "load_hcflow", "loss_function",
+    "milestones", "model_config", "pretrained_path", "train", "train_config",
+]
 
 Tensor = torch.Tensor
 
@@ -77,7 +77,8 @@ def _paper(mode: str, **kw) -> TrainConfig:
     return TrainConfig(a.flow_steps, a.cond_steps, a.hidden, a.cond_hidden, *a.rrdb_blocks, a.nf, a.gc, **kw)
 
 
-PROFILES: dict[str, dict[str, TrainConfig]] = {
+# The training configuration of each mode and run profile (course_lib.config.PROFILES names the profiles).
+TRAIN_CONFIGS: dict[str, dict[str, TrainConfig]] = {
     "sr": {
         "test": TrainConfig(1, 1, 8, 8, 1, 0, 8, 4, patch=16, batch=2, steps=4, lr=2.5e-4),
         "cpu": TrainConfig(3, 3, 32, 32, 1, 1, 32, 16, patch=48, batch=8, steps=1500, lr=5e-4),
@@ -96,9 +97,9 @@ def train_config(mode: str, profile: str | None = None, **overrides) -> TrainCon
     by the keyword arguments that are not ``None``."""
     check_mode(mode)
     profile = profile or config.get_profile()
-    if profile not in PROFILES[mode]:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(PROFILES[mode])}")
-    base = asdict(PROFILES[mode][profile])
+    if profile not in TRAIN_CONFIGS[mode]:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(TRAIN_CONFIGS[mode])}")
+    base = asdict(TRAIN_CONFIGS[mode][profile])
     unknown = set(overrides) - set(base)
     if unknown:
         raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
@@ -115,8 +116,8 @@ def loss_function(model: HCFlow, cfg: TrainConfig | None = None, *, perceptual: 
         return lambda m, hr: rescaling_loss(m, hr, weights)
     variant = cfg.variant if cfg is not None else "hcflow"
     if variant == "plusplus" and (perceptual is None or discriminator is None):
-        raise ValueError("HCFlow++ needs a perceptual loss and a discriminator: "
-                         "loss_function(model, cfg, perceptual=..., discriminator=...), see course_lib.losses.gan_critics")
+        raise ValueError("HCFlow++ needs a perceptual loss and a discriminator: loss_function(model, cfg, "
+                         "perceptual=..., discriminator=...), see course_lib.losses.gan_critics")
     weights = SRLossWeights.paper(variant)
     return lambda m, hr: sr_loss(m, hr, weights, perceptual=perceptual, discriminator=discriminator)
 
@@ -134,10 +135,13 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     """Train an HCFlow of ``mode`` ('sr' or 'rescale') and ``scale`` on the training photos.
 
     With ``checkpoint`` an existing file of the same tag is resumed (exactly: batches depend on the
-    step only, and the random state is saved). A step whose loss is not finite is skipped, as in
-    the official code (counted in the ``skipped`` log). ``eval_every`` > 0 logs held-out figures
-    on centre crops. Pass ``model`` to fine-tune an existing model (e.g. HCFlow+ from HCFlow), and
-    ``images`` (names or tensors) to train on other images than ``data.TRAIN_PHOTOS``.
+    step only, and the random state is saved); the checkpoint stores the model's constructor
+    arguments (``model_config``). A step whose loss is not finite is skipped, as in the official
+    code (counted in the ``skipped`` log). ``eval_every`` > 0 logs held-out figures on centre crops
+    (:func:`course_lib.evaluation.training_logs`: ``eval_psnr`` and ``eval_lr_psnr`` (SR) or
+    ``eval_lr_vs_bicubic_psnr`` (rescaling)). Pass ``model`` to fine-tune an existing model (e.g.
+    HCFlow+ from HCFlow), and ``images`` (names or tensors) to train on other images than
+    ``data.TRAIN_PHOTOS``.
 
     ``cfg.variant == "plusplus"`` (SR) fine-tunes ``model`` adversarially (HCFlow++, paper sec. 3.4):
     each step updates the flow on ``sr_loss`` with the perceptual and GAN terms, then the
@@ -201,92 +205,20 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         return {**last, "skipped": 0.0}
 
     def eval_fn(step: int) -> dict[str, float]:
-        res = evaluate(model, crop=eval_crop, device=device)
-        return {"eval_psnr": res["hr_psnr"], "eval_lr_psnr": res["lr_psnr"]}
+        return evaluation.training_logs(model, crop=eval_crop, device=device)
 
     trainer = training.Trainer(
         modules, optimizers, step_fn, schedulers={"scheduler": scheduler},
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every or max(1, min(250, cfg.steps // 10 or 1)),
         eval_fn=eval_fn if eval_every else None, eval_every=eval_every, tag=model.tag,
-        desc=f"HCFlow {mode} x{scale}", progress=progress,
+        desc=f"HCFlow {mode} x{scale}", progress=progress, model_config=model.config(),
     )
     if trainer.step == 0 and seed is not None:
         torch.manual_seed(seed)
     history = trainer.run(cfg.steps)
     model.eval()
     return model, history
-
-
-# ------------------------------------------------------------------------------------------------
-# evaluation
-# ------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(model: HCFlow, photos: Sequence[str] | Sequence[Tensor] | None = None, *,
-             crop: int | None = None, temperature: float | None = None, draws: int = 1, seed: int = 0,
-             device: torch.device | str | None = None, nll: bool = False) -> dict:
-    """Held-out figures of an HCFlow (Y channel, shave = scale, outputs rounded to 8 bits).
-
-    ``photos``: names (default ``data.EVAL_PHOTOS``) or image tensors; ``crop``: centre crop for
-    quick previews. ``temperature`` defaults to 0.9 (SR, the paper's heat) or 1.0 (rescaling, as
-    in training). Keys: ``hr_psnr``/``hr_ssim`` (mean over ``draws`` samples), ``lr_psnr``/``lr_ssim``,
-    ``bicubic_psnr``/``bicubic_ssim`` (bicubic down + up), per-image ``rows``. SR mode: the input is
-    the 8-bit bicubic LR and ``lr_psnr`` is the LR consistency ``PSNR(imresize(sr, 1/s), lr)`` (RGB,
-    HCFlow/SRFlow's LR-PSNR), plus ``nll_bpd`` when ``nll=True``. Rescaling mode: the LR is the
-    model's own (:func:`course_lib.rescaling.downscale`) and ``lr_psnr`` compares it with the
-    bicubic LR (Y, as IRN's).
-    """
-    from course_lib import metrics
-    from course_lib.degradation import imresize
-
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be a positive int, got {draws!r}")
-    if temperature is None:
-        temperature = 0.9 if model.mode == "sr" else 1.0
-    s = model.scale
-    with training.evaluation_mode(model):
-        gen = torch.Generator().manual_seed(seed)
-        rows = []
-        for name, hr in evaluation_images(model, photos, crop, device):
-            lr_bic = reference_lr(hr, s)
-            lr_in = lr_bic if model.mode == "sr" else downscale(model, hr)
-            psnrs, ssims, lr_psnrs = [], [], []
-            for _ in range(draws):
-                sr = round_8bit(upscale(model, lr_in, temperature, generator=gen))
-                psnrs.append(float(metrics.psnr(sr, hr, shave=s)))
-                ssims.append(float(metrics.ssim(sr, hr, shave=s)))
-                if model.mode == "sr":
-                    lr_psnrs.append(float(metrics.lr_psnr(sr, lr_bic, s)))
-            up = round_8bit(imresize(lr_bic, s))
-            row = {"image": name, "hr_psnr": sum(psnrs) / draws, "hr_ssim": sum(ssims) / draws}
-            if model.mode == "sr":
-                row["lr_psnr"] = sum(lr_psnrs) / draws
-            else:
-                row["lr_psnr"] = float(metrics.psnr(lr_in, lr_bic, shave=s))
-                row["lr_ssim"] = float(metrics.ssim(lr_in, lr_bic, shave=s))
-            row["bicubic_psnr"] = float(metrics.psnr(up, hr, shave=s))
-            row["bicubic_ssim"] = float(metrics.ssim(up, hr, shave=s))
-            if nll and model.mode == "sr":
-                row["nll_bpd"] = float(nll_bits_per_dim(model, hr, lr_bic, generator=gen).mean())
-            rows.append(row)
-    keys = [k for k in rows[0] if k != "image"]
-    means = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-    return {**means, "temperature": float(temperature), "draws": draws, "rows": rows}
-
-
-def format_results(results: dict, name: str = "HCFlow") -> str:
-    """A plain-text table of :func:`evaluate`'s output (SR mode: LR PSNR is the consistency of the
-    samples with their input; there is no LR SSIM)."""
-    head = (f"{'image':<14}{name + ' PSNR':>14}{'SSIM':>8}{'LR PSNR':>10}{'LR SSIM':>9}"
-            f"{'bicubic':>10}{'SSIM':>8}")
-    lines = [head]
-    for r in results["rows"] + [{"image": "mean", **results}]:
-        lr_ssim = f"{r['lr_ssim']:>9.4f}" if "lr_ssim" in r else f"{'-':>9}"
-        lines.append(f"{r['image']:<14}{r['hr_psnr']:>14.2f}{r['hr_ssim']:>8.4f}{r['lr_psnr']:>10.2f}"
-                     f"{lr_ssim}{r['bicubic_psnr']:>10.2f}{r['bicubic_ssim']:>8.4f}")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,8 +236,8 @@ def load_hcflow(source: str | os.PathLike, *, mode: str | None = None, scale: in
     """Build an HCFlow and load its weights (``weights_only=True``), in eval mode.
 
     ``source``: ``"sr"`` or ``"rescale"`` for the shipped x4 checkpoint, or a checkpoint path. The
-    sizes are read from the weights. With ``mode``/``scale`` given, a checkpoint made for another
-    model is refused with a clear error.
+    architecture comes from the checkpoint (:func:`model_config`). With ``mode``/``scale`` given, a
+    checkpoint made for another model is refused with a clear error.
     """
     if isinstance(source, str) and source in ("sr", "rescale"):
         mode = mode or source
@@ -329,10 +261,28 @@ def load_hcflow(source: str | os.PathLike, *, mode: str | None = None, scale: in
     state = training.load_checkpoint(path, tag=tag)
     if not re.fullmatch(r"hcflow-(sr|rescale)-x(\d+)", str(state["tag"])):
         raise ValueError(f"checkpoint {path} was made for {state['tag']!r}, not an HCFlow")
-    weights = state["modules"].get("model", {})
-    if "arch_code" not in weights:
-        raise ValueError(f"checkpoint {path} holds no HCFlow architecture code")
-    model = HCFlow.from_arch_code(weights["arch_code"])
-    training.load_weights(model, path, tag=model.tag)
+    if "model" not in state["modules"]:
+        raise ValueError(f"checkpoint {path} holds {sorted(state['modules'])}, not 'model'")
+    model = HCFlow(**model_config(state))
+    if model.tag != state["tag"]:
+        raise ValueError(f"checkpoint {path} is tagged {state['tag']!r} but its model_config builds {model.tag!r}")
+    weights = dict(state["modules"]["model"])
+    if "model_config" not in state:
+        weights.pop("arch_code", None)  # the legacy copy of the sizes (legacy_config), not a weight
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path} does not fit {model.tag} ({model.extra_repr()}): {err}") from err
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def model_config(state: dict) -> dict:
+    """The constructor arguments of the HCFlow in a loaded checkpoint (``training.load_checkpoint``):
+    its ``model_config`` entry, or for a checkpoint made before checkpoints stored it (the shipped
+    ``hcflow_sr_x4.pt`` / ``hcflow_rescale_x4.pt``) :func:`course_lib.hcflow.model.legacy_config`,
+    read from the ``arch_code`` buffer those weights carry."""
+    stored = state.get("model_config")
+    if stored is not None:
+        return dict(stored)
+    return legacy_config(state["modules"]["model"])
