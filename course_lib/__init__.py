@@ -6,4 +6,4 @@ reusable code (degradation operators, metrics, flows, the paper models, one trai
 
 # The one place the version lives: pyproject.toml reads it without importing course_lib, which
 # works while it stays a plain string literal.
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -38,7 +38,8 @@ def test_notebook_follows_the_template(path):
     assert not any(c.get("outputs") for c in code), f"{path.name} was committed with outputs"
     first = "".join(code[0]["source"])
     assert "google.colab" in first, "the first code cell must be the Colab set-up cell"
-    assert f"git+{CONFIG['repository']['url']}.git" in first, "Colab installs from another repository"
+    assert f'REPOSITORY, REF, NEEDED = "{CONFIG["repository"]["url"]}", ' in first, (
+        "Colab installs from another repository than _config.yml's")
     assert "config.setup(" in "".join(code[1]["source"]), "second code cell sets profile and seed"
     text = "\n".join("".join(c["source"]) for c in nb["cells"])
     assert "{exercise}" in text and "{solution}" in text, "chapters have exercises with solutions"
@@ -49,13 +50,22 @@ def test_notebook_follows_the_template(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
+def test_colab_cell_needs_the_version_this_repository_has():
+    import course_lib
+
+    template = json.loads((ROOT / "templates/chapter.ipynb").read_text())
+    cell = "".join(next(c for c in template["cells"] if c["cell_type"] == "code")["source"])
+    needed = re.search(r'REPOSITORY, REF, NEEDED = "[^"]+", "[^"]+", "([^"]+)"', cell).group(1)
+    assert needed == course_lib.__version__, "bump NEEDED with __version__, then run scripts/sync_colab_cell.py"
+
+
 def test_template_matches_the_chapters_set_up_cell():
     template = json.loads((ROOT / "templates/chapter.ipynb").read_text())
     cell = "".join(next(c for c in template["cells"] if c["cell_type"] == "code")["source"])
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text())
         first = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
-        assert first == cell, f"{path.name}: Colab set-up cell differs from the template"
+        assert first == cell, f"{path.name}: Colab set-up cell differs from the template (run scripts/sync_colab_cell.py)"
 
 
 def test_config_executes_and_fails_on_errors():
