@@ -86,8 +86,8 @@ def main() -> None:
               f"{res['bicubic_ssim']:.4f})")
         hr = images[0][1][None]
         small = module.downscale(model, hr)
-        down = seconds_per_megapixel(lambda: module.downscale(model, hr), hr[0, 0].numel())
-        up = seconds_per_megapixel(lambda: module.upscale(model, small, 1.0), hr[0, 0].numel())
+        down = seconds_per_megapixel(lambda m=module, net=model, x=hr: m.downscale(net, x), hr[0, 0].numel())
+        up = seconds_per_megapixel(lambda m=module, net=model, y=small: m.upscale(net, y, 1.0), hr[0, 0].numel())
         print(f"  CPU: downscale {down:.2f} s/MP, upscale {up:.2f} s/MP")
     if not rescalers:
         print("no shipped rescaling checkpoints")

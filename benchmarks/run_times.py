@@ -90,7 +90,7 @@ def main() -> int:
                      "ok" if rc == 0 else f"exit {rc}"))
         print(f"{rows[-1][0]:<55} {seconds:8.1f} s  {rows[-1][2]}", flush=True)
 
-    print("\nsummary (profile %s)" % args.profile)
+    print(f"\nsummary (profile {args.profile})")
     for name, seconds, status in rows:
         print(f"  {name:<55} {seconds:8.1f} s  {status}")
     return 0 if all(s == "ok" for *_, s in rows) else 1

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import JUPYTER_BOOK, ROOT, SCREENSHOTS
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())

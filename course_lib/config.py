@@ -107,7 +107,8 @@ def set_threads(n: int | None = None) -> int:
             try:
                 n = int(env)
             except ValueError:
-                raise ValueError(f"COURSE_THREADS={env!r} is not a whole number of threads (e.g. COURSE_THREADS=2)") from None
+                raise ValueError(f"COURSE_THREADS={env!r} is not a whole number of threads "
+                                 "(e.g. COURSE_THREADS=2)") from None
         elif get_profile() == "test":
             n = 1
         else:

@@ -78,7 +78,10 @@ def evaluate(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | No
     ``nll_bpd`` when asked; ``model`` (the class name), ``mode``, ``temperature``, ``draws`` and the
     per-image ``rows``.
 
-    Paper: Xiao et al. 2020, sec. 4 (ECCV version; Y-PSNR/SSIM, shave = scale) and Liang et al. 2021 (ICCV), sec. 4 (LR-PSNR) · Book: chapter 5, section "The shipped checkpoints on held-out photos"; chapter 6, section "Image rescaling: HCFlow versus IRN" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/test.py; JingyunLiang/HCFlow, codes/test_HCFlow.py
+    Paper: Xiao et al. 2020, sec. 4 (ECCV version; Y-PSNR/SSIM, shave = scale) and Liang et al. 2021 (ICCV), sec. 4
+    (LR-PSNR) · Book: chapter 5, section "The shipped checkpoints on held-out photos"; chapter 6, section "Image
+    rescaling: HCFlow versus IRN" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/test.py;
+    JingyunLiang/HCFlow, codes/test_HCFlow.py
     """
     from course_lib import metrics
     from course_lib.degradation import bicubic_downscale, imresize

@@ -289,7 +289,7 @@ class GaborFeatures(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.levels = levels
         self.orientations = orientations
-        self.layer_names = tuple(f"scale{l + 1}" for l in range(levels))
+        self.layer_names = tuple(f"scale{level + 1}" for level in range(levels))
         self.content_layers = self.layer_names
         self.texture_layers = self.layer_names
         filters = []

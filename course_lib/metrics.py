@@ -70,7 +70,8 @@ def _prepare(sr, hr, shave, y_channel, data_range, min_size=1):
         raise ValueError(f"sr and hr must have the same shape, got sr {tuple(sr.shape)} and hr {tuple(hr.shape)}")
     if isinstance(shave, bool) or not isinstance(shave, Integral) or shave < 0:
         raise ValueError(f"shave must be an int >= 0, got {shave!r}")
-    if isinstance(data_range, bool) or not isinstance(data_range, Real) or not math.isfinite(data_range) or data_range <= 0:
+    if (isinstance(data_range, bool) or not isinstance(data_range, Real) or not math.isfinite(data_range)
+            or data_range <= 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
     shave = int(shave)
     height, width = sr.shape[-2:]

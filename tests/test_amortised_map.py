@@ -21,7 +21,7 @@ from course_lib.amortised_map.affdg import (
     gaussian_mmse_denoiser,
     score_estimate,
 )
-from course_lib.amortised_map.affgan import noisy_discriminator_loss, generator_loss, instance_noise_sigma
+from course_lib.amortised_map.affgan import generator_loss, instance_noise_sigma, noisy_discriminator_loss
 from course_lib.amortised_map.affll import affll_loss, bits_per_dim
 from course_lib.amortised_map.baselines import SRNet, mlp, mse_loss
 from course_lib.amortised_map.projection import (
@@ -212,7 +212,7 @@ def test_every_loss_reaches_g_only_through_the_nullspace_images():
         "AffDG": lambda m: affdg_loss(m, y, denoiser, 0.1),
         "AffLL": lambda m: affll_loss(m, y, _Gaussian()),
     }
-    for name, loss_fn in losses.items():
+    for loss_fn in losses.values():
         model = ProjectedNetwork(SRNet(2, 3, 8, 2), op)
         nn.init.normal_(model.net.body[-2].weight, std=0.1)
         _check_in_nullspace(op, _grad_wrt_g(model, loss_fn))

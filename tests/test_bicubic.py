@@ -214,7 +214,8 @@ def test_bicubic_downscale_and_quantize():
     torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-4)
     assert q.min() >= 0 and q.max() <= 1
     # MATLAB's uint8 rounds halves away from zero: 0.5/255 -> 1/255
-    assert quantize_8bit(torch.tensor([[[0.5 / 255, 1.2, -0.1]]], dtype=torch.float64)).tolist() == [[[1 / 255, 1.0, 0.0]]]
+    values = torch.tensor([[[0.5 / 255, 1.2, -0.1]]], dtype=torch.float64)
+    assert quantize_8bit(values).tolist() == [[[1 / 255, 1.0, 0.0]]]
     with pytest.raises(ValueError, match="17x24 is not divisible by scale 2"):
         bicubic_downscale(torch.rand(3, 17, 24), 2)
 

@@ -65,7 +65,8 @@ def test_template_matches_the_chapters_set_up_cell():
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text())
         first = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
-        assert first == cell, f"{path.name}: Colab set-up cell differs from the template (run scripts/sync_colab_cell.py)"
+        assert first == cell, (f"{path.name}: Colab set-up cell differs from the template "
+                               "(run scripts/sync_colab_cell.py)")
 
 
 def test_config_executes_and_fails_on_errors():

@@ -16,8 +16,8 @@ from course_lib.degradation import (
     imresize,
     kernel_centre_of_mass,
     kernel_covariance,
-    mean_div2krk_kernel,
     kernel_target_centre,
+    mean_div2krk_kernel,
     random_div2krk_kernel,
     shift_kernel_to_centre,
 )

@@ -45,7 +45,8 @@ def test_psnr_matches_skimage(shave):
     crop = (slice(shave, -shave or None),) * 2
     rgb_expected = peak_signal_noise_ratio(_hwc(hr)[crop], _hwc(sr)[crop], data_range=1.0)
     assert psnr(sr, hr, shave=shave, y_channel=False) == pytest.approx(rgb_expected, abs=1e-9)
-    y_expected = peak_signal_noise_ratio(rgb2ycbcr(_hwc(hr))[crop][..., 0], rgb2ycbcr(_hwc(sr))[crop][..., 0], data_range=255)
+    y_hr, y_sr = rgb2ycbcr(_hwc(hr))[crop][..., 0], rgb2ycbcr(_hwc(sr))[crop][..., 0]
+    y_expected = peak_signal_noise_ratio(y_hr, y_sr, data_range=255)
     assert psnr(sr, hr, shave=shave) == pytest.approx(y_expected, abs=1e-9)
     # inputs on the 0-255 scale give the same numbers with data_range=255
     assert psnr(sr * 255, hr * 255, shave=shave, data_range=255) == pytest.approx(y_expected, abs=1e-9)

@@ -8,13 +8,13 @@ from torch import nn
 from course_lib.degradation import imresize
 from course_lib.models import (
     FRAMEWORKS,
+    DownProjection,
     IterativeSR,
     PostUpsamplingSR,
     PreUpsamplingSR,
     ProgressiveSR,
     SubPixelUpsampler,
     UpProjection,
-    DownProjection,
     bilinear_deconv_weight,
     build_framework,
     checkerboard_energy,

@@ -143,7 +143,8 @@ def test_prox_l2_solves_its_normal_equations(name):
     z = _randn(*shape, seed=19)
     y = _randn(*op.A(z).shape, seed=20)
     gamma = 0.7
-    expected = np.linalg.solve(m.T @ m + np.eye(m.shape[1]) / gamma, m.T @ y.numpy().ravel() + z.numpy().ravel() / gamma)
+    rhs = m.T @ y.numpy().ravel() + z.numpy().ravel() / gamma
+    expected = np.linalg.solve(m.T @ m + np.eye(m.shape[1]) / gamma, rhs)
     np.testing.assert_allclose(op.prox_l2(z, y, gamma).numpy().ravel(), expected, rtol=0, atol=1e-8)
 
 
@@ -152,7 +153,8 @@ def test_prox_l2_with_a_gradient_penalty(name):
     op, shape = _case(name)
     m = _dense(op, shape)
     weight = gradient_penalty(1e-2)
-    w = weight(torch.eye(math.prod(shape), dtype=torch.float64).reshape(-1, *shape)).reshape(math.prod(shape), -1).numpy()
+    n = math.prod(shape)
+    w = weight(torch.eye(n, dtype=torch.float64).reshape(-1, *shape)).reshape(n, -1).numpy()
     z = _randn(*shape, seed=21)
     y = _randn(*op.A(z).shape, seed=22)
     gamma = 2.0

@@ -146,7 +146,7 @@ def test_two_moons_quadrature_against_adaptive_integration():
     for point in points:
         total = 0.0
         for c, (a, b) in zip(centers, arcs):
-            def f(t, c=c):
+            def f(t, c=c, point=point):
                 d2 = ((point - c - [math.cos(t), math.sin(t)]) ** 2).sum()
                 return math.exp(-d2 / (2 * s**2)) / (2 * math.pi * s**2)
             total += 0.5 * integrate.quad(f, a, b, epsabs=0, epsrel=1e-13, limit=200)[0] / math.pi

@@ -104,9 +104,14 @@ def test_trainer_with_two_optimisers_and_eval(tmp_path):
     x = torch.randn(8, 2)
 
     def step_fn(step):
-        opt_a.zero_grad(); opt_b.zero_grad()
-        la = (a(x) ** 2).mean(); la.backward(); opt_a.step()
-        lb = ((b(x) - 1) ** 2).mean(); lb.backward(); opt_b.step()
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        la = (a(x) ** 2).mean()
+        la.backward()
+        opt_a.step()
+        lb = ((b(x) - 1) ** 2).mean()
+        lb.backward()
+        opt_b.step()
         return {"a": la.item(), "b": lb.item()}
 
     trainer = training.Trainer({"a": a, "b": b}, {"a": opt_a, "b": opt_b}, step_fn,

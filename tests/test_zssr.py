@@ -56,7 +56,10 @@ def test_back_projection_makes_the_result_consistent_with_the_lr_image():
     k = gaussian_kernel(14, 1.3)
     lr = Z.degrade_with_kernel(hr, k, 2)
     start = torch.nn.functional.interpolate(lr[None], scale_factor=2, mode="nearest")[0]
-    residual = lambda x: (Z.degrade_with_kernel(x, k, 2) - lr).norm().item()
+
+    def residual(x):
+        return (Z.degrade_with_kernel(x, k, 2) - lr).norm().item()
+
     after = Z.back_project(start, lr, k, 2, iterations=8)
     assert residual(after) < 0.2 * residual(start)
 

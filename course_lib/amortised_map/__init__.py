@@ -24,9 +24,9 @@ from .affdg import (
 from .affgan import (
     ImageDiscriminator,
     add_instance_noise,
-    noisy_discriminator_loss,
     generator_loss,
     instance_noise_sigma,
+    noisy_discriminator_loss,
     train_affgan,
 )
 from .affll import affll_loss, bits_per_dim, density_nll, freeze, train_density

@@ -179,7 +179,8 @@ def _warm_start(task: ImageTask, init: nn.Module | None) -> nn.Module:
 def train_image_affgan(task: ImageTask, steps: int, *, init: nn.Module | None = None, sigma_start: float = 0.1,
                        sigma_end: float = 0.01, lr_g: float = 1e-4, lr_d: float = 2e-4, d_steps: int = 1,
                        features: int = 32, device=None, seed: int = 0, progress: bool = True):
-    """AffGAN: the projected network against an :class:`~course_lib.amortised_map.affgan.ImageDiscriminator` with annealed instance noise.
+    """AffGAN: the projected network against an
+    :class:`~course_lib.amortised_map.affgan.ImageDiscriminator` with annealed instance noise.
     Returns ``(generator, {"history": ..., "discriminator": ...})``."""
     torch.manual_seed(seed)
     generator = _warm_start(task, init)
@@ -193,7 +194,8 @@ def train_image_affgan(task: ImageTask, steps: int, *, init: nn.Module | None = 
 def train_image_denoiser(task: ImageTask, steps: int, *, sigma_min: float = 0.02, sigma_max: float = 0.3,
                          features: int = 32, layers: int = 5, lr: float = 1e-3, device=None, seed: int = 0,
                          progress: bool = True):
-    """A noise-conditional :class:`~course_lib.amortised_map.affdg.ConvDenoiser` on HR prior patches. Returns ``(denoiser, history)``."""
+    """A noise-conditional :class:`~course_lib.amortised_map.affdg.ConvDenoiser` on HR prior patches.
+    Returns ``(denoiser, history)``."""
     torch.manual_seed(seed)
     denoiser = ConvDenoiser(task.channels, features, layers)
     history = train_denoiser(denoiser, task.prior, steps, sigma_min=sigma_min, sigma_max=sigma_max, lr=lr,

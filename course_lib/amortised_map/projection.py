@@ -253,7 +253,8 @@ class AffineProjection(nn.Module):
 
     With the exact ``A^+`` this is ``(I - A^+ A) g + A^+ y`` and ``A f = y`` to rounding error.
 
-    Paper: Sønderby et al. 2017 (ICLR), affine projection · Book: ch. 3, "The affine projection ..." · Official code: none
+    Paper: Sønderby et al. 2017 (ICLR), affine projection · Book: ch. 3, "The affine projection ..." · Official
+    code: none
     """
 
     def __init__(self, operator: LinearOperator, pinv: nn.Module | None = None):
@@ -289,7 +290,8 @@ class AffineProjection(nn.Module):
 class ProjectedNetwork(nn.Module):
     """``f(y) = (I - A^+ A) g(y) + A^+ y`` for any network ``g`` from LR inputs to HR outputs.
 
-    Paper: Sønderby et al. 2017 (ICLR), affine projection · Book: ch. 3, "The affine projection ..." · Official code: none
+    Paper: Sønderby et al. 2017 (ICLR), affine projection · Book: ch. 3, "The affine projection ..." · Official
+    code: none
     """
 
     def __init__(self, net: nn.Module, operator: LinearOperator, pinv: nn.Module | None = None):

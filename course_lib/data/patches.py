@@ -21,7 +21,7 @@ How a patch is drawn (from one ``torch.Generator`` seeded by ``(seed, step)`` or
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch

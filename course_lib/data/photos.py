@@ -29,10 +29,10 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -170,7 +170,7 @@ def photo_info(name: str) -> dict[str, object]:
             "credit": spec.credit, "split": split}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo_array(name: str) -> np.ndarray:
     array = np.ascontiguousarray(_spec(name).loader())
     array.setflags(write=False)

@@ -24,8 +24,9 @@ come back in the input's dtype.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -148,7 +149,7 @@ class GaussianMixture(Toy2D):
         self.bounds = ((-reach, reach), (-reach, reach))
 
     @classmethod
-    def on_circle(cls, k: int = 8, radius: float = 2.0, std: float = 0.25) -> "GaussianMixture":
+    def on_circle(cls, k: int = 8, radius: float = 2.0, std: float = 0.25) -> GaussianMixture:
         """``k`` equal components evenly spaced on a circle (the classic '8 Gaussians')."""
         angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
         means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)

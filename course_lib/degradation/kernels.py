@@ -105,8 +105,9 @@ def bicubic_kernel(scale: int, *, dtype: torch.dtype = torch.float32) -> torch.T
     """The antialiased MATLAB bicubic downscaling kernel for an integer ``scale``, size ``4*scale``.
 
     Its 1D factor is the stretched Keys kernel ``w[t] = cubic((t - t0) / s) / s`` with ``t0`` the
-    LR-pixel centre of :class:`~course_lib.degradation.operators.BlurDownsample` (so ``BlurDownsample(bicubic_kernel(s), s)`` equals
-    ``imresize(x, 1/s)`` except near the borders, where MATLAB mirrors and ``A`` wraps around). For
+    LR-pixel centre of :class:`~course_lib.degradation.operators.BlurDownsample` (so
+    ``BlurDownsample(bicubic_kernel(s), s)`` equals ``imresize(x, 1/s)`` except near the borders,
+    where MATLAB mirrors and the periodic ``A`` wraps around; ``boundary="symmetric"`` mirrors too). For
     odd ``s`` the support has ``4s - 1`` taps and the first row and column are zero.
     """
     scale = _check_scale(scale)
@@ -200,7 +201,8 @@ def random_div2krk_kernel(
     size = _check_size(size)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    draws = torch.rand(3, generator=generator, dtype=torch.float64, device=generator.device if generator is not None else "cpu")
+    device = generator.device if generator is not None else "cpu"
+    draws = torch.rand(3, generator=generator, dtype=torch.float64, device=device)
     low, high = 0.175 * scale, 2.5 * scale
     variances = low + (high - low) * draws[:2].cpu().numpy()
     theta = math.pi * float(draws[2])

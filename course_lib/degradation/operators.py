@@ -174,7 +174,8 @@ class CirculantWeight:
 
 
 def gradient_penalty(eps: float = 0.0) -> CirculantWeight:
-    """``W = D_v^T D_v + D_h^T D_h + eps I`` (periodic forward differences): ``x^T W x = ||grad x||^2 + eps ||x||^2``."""
+    """``W = D_v^T D_v + D_h^T D_h + eps I`` (periodic forward differences):
+    ``x^T W x = ||grad x||^2 + eps ||x||^2``."""
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
 
@@ -314,7 +315,8 @@ class ImageOperator(LinearOperator):
     def _check_measurement(self, ax: Tensor, y: Tensor) -> None:
         _check_tensor(y, "y")
         if ax.shape[-2:] != y.shape[-2:]:
-            raise ValueError(f"y has LR size {tuple(y.shape[-2:])} but A(x) has {tuple(ax.shape[-2:])} ({self._describe()})")
+            raise ValueError(f"y has LR size {tuple(y.shape[-2:])} but A(x) has {tuple(ax.shape[-2:])} "
+                             f"({self._describe()})")
 
 
 # --------------------------------------------------------------------------- blur and subsample

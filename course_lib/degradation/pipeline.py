@@ -63,8 +63,9 @@ def degrade(
     Args:
         hr: float image ``(C, H, W)`` or ``(N, C, H, W)`` in ``[0, 1]``, ``H`` and ``W`` divisible by ``scale``.
         scale: positive int.
-        kernel: 2D blur kernel; ``None`` means MATLAB bicubic (:class:`~course_lib.degradation.operators.BicubicDownsample`,
-            symmetric borders). Otherwise ``BlurDownsample(kernel, scale, boundary)`` (its alignment convention) is applied.
+        kernel: 2D blur kernel; ``None`` means MATLAB bicubic
+            (:class:`~course_lib.degradation.operators.BicubicDownsample`, symmetric borders). Otherwise
+            ``BlurDownsample(kernel, scale, boundary)`` (its alignment convention) is applied.
         noise_sigma: standard deviation of white Gaussian noise on the ``[0, 1]`` scale (e.g. ``5/255``).
         jpeg_quality: if given, the noisy LR is clamped, rounded to 8 bits and JPEG-compressed with
             Pillow at this quality (then returned as floats).
@@ -83,7 +84,8 @@ def degrade(
         raise ValueError(f"hr size {height}x{width} is not divisible by scale {scale}; crop it with mod_crop")
     if not torch.isfinite(hr).all():
         raise ValueError("hr contains non-finite values (NaN or inf)")
-    if isinstance(noise_sigma, bool) or not isinstance(noise_sigma, Real) or not math.isfinite(noise_sigma) or noise_sigma < 0:
+    if (isinstance(noise_sigma, bool) or not isinstance(noise_sigma, Real) or not math.isfinite(noise_sigma)
+            or noise_sigma < 0):
         raise ValueError(f"noise_sigma must be a finite number >= 0, got {noise_sigma!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")

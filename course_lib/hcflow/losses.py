@@ -98,7 +98,9 @@ def dequantized_nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = 
     ``log_sigma`` it takes). Not :func:`course_lib.flows.nll_bits_per_dim`, which converts a given
     log-density.
 
-    Paper: Liang et al. 2021 (ICCV), sec. 3 (the likelihood with the LR as a near-Dirac Gaussian; equation number not verified) · Book: chapter 6, section "The likelihood, term by term" · Official code: JingyunLiang/HCFlow, codes/models/modules/HCFlowNet_SR_arch.py:HCFlowNet_SR.normal_flow_diracLR
+    Paper: Liang et al. 2021 (ICCV), sec. 3 (the likelihood with the LR as a near-Dirac Gaussian; equation number
+    not verified) · Book: chapter 6, section "The likelihood, term by term" · Official code: JingyunLiang/HCFlow,
+    codes/models/modules/HCFlowNet_SR_arch.py:HCFlowNet_SR.normal_flow_diracLR
     """
     x, _ = as_rgb_batch(hr, "hr", "dequantized_nll_bits_per_dim")
     return -log_likelihood(model, x, lr, **kwargs) / (x[0].numel() * math.log(2.0))

@@ -169,7 +169,9 @@ class HCFlow(RescalingFlow):
     ``HCFlow(**model.config())`` builds the same architecture; the training loop stores
     :meth:`config` in checkpoints as ``model_config`` (:func:`course_lib.hcflow.train.load_hcflow`).
 
-    Paper: Liang et al. 2021 (ICCV), sec. 3 (the hierarchical conditional flow; equation numbers not verified) · Book: chapter 6, section "The architecture, built from chapter 4's layers" · Official code: JingyunLiang/HCFlow, codes/models/modules/HCFlowNet_SR_arch.py:HCFlowNet_SR
+    Paper: Liang et al. 2021 (ICCV), sec. 3 (the hierarchical conditional flow; equation numbers not verified) ·
+    Book: chapter 6, section "The architecture, built from chapter 4's layers" · Official code: JingyunLiang/HCFlow,
+    codes/models/modules/HCFlowNet_SR_arch.py:HCFlowNet_SR
     """
 
     def __init__(self, scale: int = 4, mode: str = "sr", *, hierarchical: bool = True,

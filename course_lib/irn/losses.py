@@ -55,7 +55,9 @@ def bicubic_target(hr: Tensor, scale: int) -> Tensor:
     """The LR guidance target: MATLAB-bicubic ``imresize(hr, 1/scale)`` (not quantised), as the
     official data loader's ``imresize_np(GT, 1/scale)``.
 
-    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the LR guidance target, equation number not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/data/LQGT_dataset.py:LQGTDataset
+    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the LR guidance target, equation number not verified) · Book:
+    chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/data/LQGT_dataset.py:LQGTDataset
     """
     return imresize(hr, 1.0 / scale)
 
@@ -63,7 +65,9 @@ def bicubic_target(hr: Tensor, scale: int) -> Tensor:
 def guide_loss(lr: Tensor, lr_target: Tensor) -> Tensor:
     """L_guide = sum over C,H,W of (y - y_bicubic)^2, averaged over the batch.
 
-    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the LR guidance loss, equation number not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRN_model.py:IRNModel.loss_forward
+    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the LR guidance loss, equation number not verified) · Book:
+    chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRN_model.py:IRNModel.loss_forward
     """
     return ((lr - lr_target) ** 2).flatten(1).sum(1).mean()
 
@@ -71,7 +75,9 @@ def guide_loss(lr: Tensor, lr_target: Tensor) -> Tensor:
 def reconstruction_loss(hr: Tensor, hr_rec: Tensor, eps: float = 1e-6) -> Tensor:
     """L_recon = sum over C,H,W of sqrt((x - x_rec)^2 + eps) (Charbonnier L1), batch mean.
 
-    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the HR reconstruction loss, equation number not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRN_model.py:IRNModel.loss_backward
+    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the HR reconstruction loss, equation number not verified) · Book:
+    chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRN_model.py:IRNModel.loss_backward
     """
     return torch.sqrt((hr - hr_rec) ** 2 + eps).flatten(1).sum(1).mean()
 
@@ -83,7 +89,9 @@ def distribution_loss(z: Tensor) -> Tensor:
     Up to a constant it is ``-2 log N(z; 0, I)``, i.e. it pulls the latent's distribution
     towards the N(0, I) we sample from when upscaling.
 
-    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the distribution matching loss and its surrogate, equation number not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRN_model.py:IRNModel.loss_forward
+    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the distribution matching loss and its surrogate, equation number
+    not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRN_model.py:IRNModel.loss_forward
     """
     return (z**2).flatten(1).sum(1).mean()
 
@@ -96,7 +104,9 @@ def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
     surrogate; ``recon`` inverts the *quantised* y with a *freshly sampled* z (official code).
     ``weights`` defaults to :meth:`LossWeights.paper`.
 
-    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the total objective, equation number not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRN_model.py:IRNModel.optimize_parameters
+    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the total objective, equation number not verified) · Book:
+    chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRN_model.py:IRNModel.optimize_parameters
     """
     x, _ = as_rgb_batch(hr, "hr", "irn_loss")
     check_divisible(x, model.scale, "irn_loss")
@@ -124,7 +134,9 @@ def irn_plus_loss(model: IRN, hr: Tensor, discriminator: nn.Module, *, perceptua
     error). Uses the non-saturating GAN loss. Returns ``(loss, logs, x_rec)``; the discriminator is
     trained on ``x_rec.detach()`` versus ``hr`` (:func:`course_lib.irn.train.train_plus` does both).
 
-    Paper: Xiao et al. 2020, sec. 4 (ECCV version; IRN+, equation number not verified) · Book: chapter 5, section "IRN+: matching the distribution of images, not only of z" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRNp_model.py:IRNpModel.optimize_parameters
+    Paper: Xiao et al. 2020, sec. 4 (ECCV version; IRN+, equation number not verified) · Book: chapter 5, section
+    "IRN+: matching the distribution of images, not only of z" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRNp_model.py:IRNpModel.optimize_parameters
     """
     x, _ = as_rgb_batch(hr, "hr", "irn_plus_loss")
     check_divisible(x, model.scale, "irn_plus_loss")

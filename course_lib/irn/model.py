@@ -50,7 +50,9 @@ class IRN(RescalingFlow):
     :func:`course_lib.rescaling.downscale` / :func:`course_lib.rescaling.upscale` (also
     ``irn.downscale`` / ``irn.upscale``). ``IRN(**model.config())`` builds the same architecture.
 
-    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the invertible block and the Haar downscaling, equation numbers not verified) · Book: chapter 5, section "Why an invertible network plus z" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/modules/Inv_arch.py:InvRescaleNet
+    Paper: Xiao et al. 2020, sec. 3 (ECCV version; the invertible block and the Haar downscaling, equation numbers
+    not verified) · Book: chapter 5, section "Why an invertible network plus z" · Official code:
+    pkuxmq/Invertible-Image-Rescaling, codes/models/modules/Inv_arch.py:InvRescaleNet
     """
 
     mode = "rescale"

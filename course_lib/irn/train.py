@@ -104,7 +104,9 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     ``eval_lr_vs_bicubic_psnr``). ``seed`` fixes the initial weights and the batches (a rerun gives
     the same model); ``images`` (names or tensors) replaces ``data.TRAIN_PHOTOS``.
 
-    Paper: Xiao et al. 2020, sec. 4 (ECCV version; training settings, equation numbers not verified) · Book: chapter 5, section "A short training run" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRN_model.py:IRNModel.optimize_parameters
+    Paper: Xiao et al. 2020, sec. 4 (ECCV version; training settings, equation numbers not verified) · Book: chapter
+    5, section "A short training run" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRN_model.py:IRNModel.optimize_parameters
     """
     check_scale(scale)
     if cfg.patch % scale:
@@ -153,7 +155,9 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
     The checkpoint holds both networks and the IRN's ``model_config``, so an interrupted run
     resumes exactly.
 
-    Paper: Xiao et al. 2020, sec. 4 (ECCV version; IRN+, equation numbers not verified) · Book: chapter 5, section "IRN+: matching the distribution of images, not only of z" · Official code: pkuxmq/Invertible-Image-Rescaling, codes/models/IRNp_model.py:IRNpModel.optimize_parameters
+    Paper: Xiao et al. 2020, sec. 4 (ECCV version; IRN+, equation numbers not verified) · Book: chapter 5, section
+    "IRN+: matching the distribution of images, not only of z" · Official code: pkuxmq/Invertible-Image-Rescaling,
+    codes/models/IRNp_model.py:IRNpModel.optimize_parameters
     """
     from course_lib import losses
 

@@ -16,8 +16,6 @@ iterative up-and-down  alternating up/down projection units    :class:`Iterative
 
 from __future__ import annotations
 
-from torch import nn
-
 from .common import (
     BicubicUpsample,
     SRModel,

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from .common import (
+    BicubicUpsample,
     SRModel,
     SubPixelUpsampler,
     _check_positive_int,
     _check_scale,
-    BicubicUpsample,
     deconv_upsampler,
 )
 
@@ -95,7 +95,8 @@ class ProgressiveSR(SRModel):
             raise ValueError(f"image_upsampler must be 'bicubic' or 'deconv', got {image_upsampler!r}")
         self.levels = scale.bit_length() - 1
         self.head = nn.Sequential(nn.Conv2d(channels, features, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
-        self.stages = nn.ModuleList(_Stage(features, channels, depth, upsampler, image_upsampler) for _ in range(self.levels))
+        self.stages = nn.ModuleList(_Stage(features, channels, depth, upsampler, image_upsampler)
+                                    for _ in range(self.levels))
 
     def upscale_levels(self, lr: torch.Tensor) -> list[torch.Tensor]:
         """The image after every stage: ``[x2, x4, ...]`` (the last one is the output).

@@ -56,7 +56,8 @@ def _imshow(ax, img, title=None, *, displayable: bool = False, **kw):
               interpolation="nearest", **kw)
     if title:
         ax.set_title(title, fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def show_images(images: Sequence, titles: Sequence[str] | None = None, *, ncols: int | None = None,
@@ -105,10 +106,10 @@ def compare_crops(images: Sequence, titles: Sequence[str], box: Box, *, size: fl
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(size * n, size * 2), squeeze=False)
     for i, (img, title) in enumerate(zip(images, titles)):
-        t, l, hh, ww = _scaled_box(box, ref_hw, img.shape[:2])
+        t, left, hh, ww = _scaled_box(box, ref_hw, img.shape[:2])
         _imshow(axes[0, i], img, title, displayable=True)
-        axes[0, i].add_patch(Rectangle((l - 0.5, t - 0.5), ww, hh, fill=False, ec="yellow", lw=1.5))
-        _imshow(axes[1, i], img[t:t + hh, l:l + ww], displayable=True)
+        axes[0, i].add_patch(Rectangle((left - 0.5, t - 0.5), ww, hh, fill=False, ec="yellow", lw=1.5))
+        _imshow(axes[1, i], img[t:t + hh, left:left + ww], displayable=True)
         if metrics is not None:
             axes[1, i].set_xlabel(metrics[i], fontsize=9)
     fig.tight_layout()
@@ -127,7 +128,8 @@ def difference_map(a, b, *, ax=None, title: str | None = None, vmax: float | Non
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
     im = ax.imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
     plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -146,7 +148,8 @@ def plot_kernel(kernel, *, ax=None, title: str | None = None, cmap: str = "virid
     if abs(total) > 1e-12:
         ys, xs = np.indices(k.shape)
         ax.plot((xs * k).sum() / total, (ys * k).sum() / total, "r+", ms=10)
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -186,7 +189,8 @@ def plot_samples_2d(samples, *, ax=None, title: str | None = None, bounds=None, 
         _, ax = plt.subplots(figsize=(3.5, 3.5))
     ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=alpha, **kw)
     if bounds is not None:
-        ax.set_xlim(*bounds[0]); ax.set_ylim(*bounds[1])
+        ax.set_xlim(*bounds[0])
+        ax.set_ylim(*bounds[1])
     ax.set_aspect("equal")
     if title:
         ax.set_title(title, fontsize=10)
