@@ -21,6 +21,8 @@ from course_lib.data.photos import (
     load_image,
     load_photo,
     photo_info,
+    read_image_file,
+    save_png,
     to_numpy_image,
 )
 
@@ -325,3 +327,87 @@ def test_planar_rgb_tiff(tmp_path):
     array = np.random.default_rng(10).integers(0, 256, (3, 4, 5), dtype=np.uint8)  # (S, Y, X)
     tifffile.imwrite(tmp_path / "planar.tif", array, photometric="rgb", planarconfig="separate")
     _close(load_image(tmp_path / "planar.tif"), _expected(array.transpose(1, 2, 0), 255))
+
+
+# ---------------------------------------------------------------------------------------------
+# read_image_file (what was done) and save_png
+# ---------------------------------------------------------------------------------------------
+
+
+def test_read_image_file_says_what_it_did(tmp_path):
+    rgba = np.random.default_rng(11).integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    info = read_image_file(tmp_path / "a.png")
+    assert (info.bit_depth, info.file_channels, info.alpha, info.orientation) == (8, 3, "composited", 1)
+    assert torch.equal(info.image, load_image(tmp_path / "a.png"))
+    assert info.notes() == ["alpha channel composited on white"]
+    assert read_image_file(tmp_path / "a.png", background=None).notes() == ["alpha channel dropped"]
+
+    gray = np.array([[0, 1], [65535, 300]], dtype=np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+    info = read_image_file(tmp_path / "g16.png")
+    assert (info.bit_depth, info.file_channels, info.alpha) == (16, 1, None)
+    assert info.image.shape == (3, 2, 2)
+    assert info.notes() == ["grayscale image processed as 3 identical channels", "16-bit image read at full precision"]
+    assert read_image_file(tmp_path / "g16.png", channels=None).notes() == ["16-bit image read at full precision"]
+
+    rgb = np.random.default_rng(12).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "o.jpg", exif=exif, quality=95)
+    info = read_image_file(tmp_path / "o.jpg")
+    assert info.orientation == 6 and info.image.shape == (3, 5, 3)  # rotated: W x H
+    assert info.notes()[0].startswith("EXIF orientation 6 applied")
+
+
+def _png_rows(path) -> tuple[tuple[int, ...], np.ndarray]:
+    """IHDR fields and the unfiltered bytes of a PNG whose rows all use filter 0 (decoded by hand)."""
+    data = path.read_bytes()
+    pos, header, idat = 8, None, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        header = struct.unpack(">IIBBBBB", body) if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    width, height = header[:2]
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, -1)
+    assert np.all(raw[:, 0] == 0)
+    return header, raw[:, 1:]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_save_png_16bit_round_trip_and_independent_decode(tmp_path, channels):
+    levels = np.random.default_rng(13).integers(0, 65536, (channels, 5, 7)).astype(np.float64)
+    levels[:, 0, :3] = [0, 1, 65535]  # the extremes and the smallest step
+    img = torch.from_numpy(levels / 65535.0)
+    path = save_png(img, tmp_path / "x16.png", bits=16)
+    header, rows = _png_rows(path)
+    assert header[2:4] == (16, 0 if channels == 1 else 2)
+    decoded = rows.view(">u2").reshape(5, 7, channels).transpose(2, 0, 1)
+    assert np.array_equal(decoded, levels.astype(np.uint16))
+    _close(load_image(path, channels=None), img)
+    with Image.open(path) as pil:  # an independent decoder reads it too (at 8 bits for colour)
+        high = np.asarray(pil)
+    expected_high = levels[0].astype(np.uint16) if channels == 1 else (levels.astype(np.uint16) >> 8).transpose(1, 2, 0)
+    assert np.array_equal(high.astype(np.uint16), expected_high)
+
+
+def test_save_png_8bit_and_refusals(tmp_path):
+    rgb = np.random.default_rng(14).integers(0, 256, (4, 3, 3), dtype=np.uint8)
+    img = from_numpy_image(rgb)
+    save_png(img + 0.3 * (torch.rand_like(img) - 0.5) / 255, tmp_path / "a.png")  # rounds to the same levels
+    with Image.open(tmp_path / "a.png") as pil:
+        assert pil.mode == "RGB" and np.array_equal(np.asarray(pil), rgb)
+    save_png(img[:1] * 2 - 0.4, tmp_path / "g.png")  # gray; clipped to [0, 1]
+    with Image.open(tmp_path / "g.png") as pil:
+        assert pil.mode == "L"
+        assert np.array_equal(np.asarray(pil), np.clip(2 * rgb[..., 0].astype(int) - 102, 0, 255))
+    with pytest.raises(ValueError, match=r"\.png"):
+        save_png(img, tmp_path / "a.jpg")
+    with pytest.raises(ValueError, match="bits"):
+        save_png(img, tmp_path / "b.png", bits=12)
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        save_png(torch.zeros(4, 2, 2), tmp_path / "c.png")

@@ -45,6 +45,9 @@ __all__ = [
     "photo_info",
     "load_photo",
     "load_image",
+    "read_image_file",
+    "ImageFile",
+    "save_png",
     "to_numpy_image",
     "from_numpy_image",
     "rgb_to_luma",
@@ -257,6 +260,43 @@ def to_numpy_image(img: torch.Tensor, *, dtype: str = "float") -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file as read by :func:`read_image_file`: the tensor and what was done to get it.
+
+    ``image``: float32 ``(C, H, W)`` in [0, 1]. ``bit_depth``: bits per sample in the file (1, 8, 16,
+    or 32 for float TIFFs). ``file_channels``: colour channels in the file, alpha not counted (1 gray,
+    3 colour). ``alpha``: ``None`` (the file has none), ``"composited"`` (over ``background``) or
+    ``"dropped"``. ``orientation``: the EXIF orientation that was undone (1: none).
+    """
+
+    image: torch.Tensor
+    path: Path
+    bit_depth: int
+    file_channels: int
+    alpha: str | None
+    background: float | None
+    orientation: int
+
+    def notes(self) -> list[str]:
+        """One short sentence per thing that was done to the file's pixels (empty: nothing)."""
+        out = []
+        if self.orientation != 1:
+            out.append(f"EXIF orientation {self.orientation} applied (the image is shown upright, as viewers do)")
+        if self.alpha == "composited":
+            shade = {1.0: "white", 0.0: "black"}.get(float(self.background), f"grey {self.background:g}")
+            out.append(f"alpha channel composited on {shade}")
+        elif self.alpha == "dropped":
+            out.append("alpha channel dropped")
+        if self.file_channels == 1 and self.image.shape[0] == 3:
+            out.append("grayscale image processed as 3 identical channels")
+        elif self.file_channels == 3 and self.image.shape[0] == 1:
+            out.append("colour image turned into its BT.601 luma")
+        if self.bit_depth == 16:
+            out.append("16-bit image read at full precision")
+        return out
+
+
 def load_image(path: str | os.PathLike, *, channels: int | None = 3,
                background: float | None = 1.0) -> torch.Tensor:
     """Read an image file into a float32 tensor in [0, 1] of shape (C, H, W).
@@ -271,7 +311,18 @@ def load_image(path: str | os.PathLike, *, channels: int | None = 3,
       image into its BT.601 luma; ``channels=None`` keeps the file's own count (1 or 3).
 
     A missing path raises FileNotFoundError; a file that is not a readable image raises
-    ValueError; both name the path.
+    ValueError; both name the path. :func:`read_image_file` also says what was done (bit depth,
+    alpha, EXIF rotation, channels).
+    """
+    return read_image_file(path, channels=channels, background=background).image
+
+
+def read_image_file(path: str | os.PathLike, *, channels: int | None = 3,
+                    background: float | None = 1.0) -> ImageFile:
+    """:func:`load_image` with what it did: an :class:`ImageFile` (the tensor, the file's bit depth
+    and channel count, what happened to its alpha channel, the EXIF orientation undone).
+
+    ``python -m course_lib`` reads its inputs with it and prints :meth:`ImageFile.notes`.
     """
     if channels not in (1, 3, None):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
@@ -284,36 +335,79 @@ def load_image(path: str | os.PathLike, *, channels: int | None = 3,
         raise ValueError(f"expected an image file, got a directory: {path}")
 
     try:
-        img = from_numpy_image(_read_array(path))
+        array, orientation = _read_array(path)
+        bit_depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.bool_): 1}.get(array.dtype, 32)
+        img = from_numpy_image(array)
     except Exception as err:  # Pillow, tifffile, zlib and our checks raise many kinds
         raise ValueError(f"cannot read image file {path}: {err}") from err
 
+    alpha = None
     if img.shape[0] in (2, 4):  # gray + alpha or RGB + alpha
-        color, alpha = img[:-1], img[-1:]
-        img = color if background is None else color * alpha + float(background) * (1 - alpha)
+        color, a = img[:-1], img[-1:]
+        img = color if background is None else color * a + float(background) * (1 - a)
+        alpha = "dropped" if background is None else "composited"
     if img.shape[0] not in (1, 3):
         raise ValueError(f"{path} has {img.shape[0]} channels; expected gray or RGB (+ alpha)")
+    file_channels = img.shape[0]
     if channels == 3 and img.shape[0] == 1:
         img = img.expand(3, -1, -1).clone()
     elif channels == 1 and img.shape[0] == 3:
         img = rgb_to_luma(img)
-    return img
+    return ImageFile(image=img, path=path, bit_depth=bit_depth, file_channels=file_channels, alpha=alpha,
+                     background=None if background is None else float(background), orientation=orientation)
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """Decode a file into an (H, W) or (H, W, C) uint8/uint16/bool/float array."""
+def save_png(img: torch.Tensor, path: str | os.PathLike, *, bits: int = 8) -> Path:
+    """Write a ``(C, H, W)`` image (C = 1 gray or 3 RGB; values clipped to [0, 1]) as an 8- or
+    16-bit PNG: ``round(x * 255)`` or ``round(x * 65535)``. Returns the path.
+
+    16-bit PNGs are encoded here (Pillow writes 16-bit gray but not 16-bit colour); :func:`load_image`
+    reads them back exactly.
+    """
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(img).__name__}")
+    if img.dim() != 3 or img.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (C, H, W) image with C = 1 or 3, got {tuple(img.shape)}")
+    if not img.is_floating_point() or not bool(torch.isfinite(img).all()):
+        raise ValueError("expected a finite floating-point image in [0, 1]")
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"save_png writes PNG files; the name must end in .png, got {path.name!r}")
+    array = np.ascontiguousarray(img.detach().to("cpu", torch.float64).clamp(0, 1).numpy().transpose(1, 2, 0))
+    if bits == 8:
+        from PIL import Image
+
+        levels = np.round(array * 255.0).astype(np.uint8)
+        Image.fromarray(levels[:, :, 0] if levels.shape[2] == 1 else levels).save(path, format="PNG")
+        return path
+    levels = np.ascontiguousarray(np.round(array * 65535.0).astype(">u2"))
+    height, width, n = levels.shape
+    rows = levels.reshape(height, width * n).view(np.uint8).reshape(height, 2 * width * n)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter type 0 on every row
+    header = struct.pack(">IIBBBBB", width, height, 16, 0 if n == 1 else 2, 0, 0, 0)
+    path.write_bytes(_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+                     + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def _read_array(path: Path) -> tuple[np.ndarray, int]:
+    """Decode a file into an (H, W) or (H, W, C) uint8/uint16/bool/float array, upright; and the
+    EXIF orientation that was undone (1: none)."""
     from PIL import Image
 
     if path.suffix.lower() in (".tif", ".tiff"):
         array = _read_tiff(path)
         if array is not None:
-            return array
+            return array, 1
 
     with Image.open(path) as img:
         orientation = img.getexif().get(0x0112, 1)  # EXIF orientation tag
         wide = _read_png16_color(path) if img.format == "PNG" else None
         array = wide if wide is not None else _pillow_array(img)
-    return _apply_orientation(array, orientation)
+    orientation = orientation if orientation in range(1, 9) else 1
+    return _apply_orientation(array, orientation), orientation
 
 
 def _pillow_array(img) -> np.ndarray:
