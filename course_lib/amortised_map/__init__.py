@@ -24,6 +24,7 @@ from .affdg import (
 from .affgan import (
     ImageDiscriminator,
     add_instance_noise,
+    affgan_step,
     generator_loss,
     instance_noise_sigma,
     noisy_discriminator_loss,
@@ -47,7 +48,7 @@ from .toy2d import ToyMAPProblem, evaluate_toy, map_demo_prior, plot_toy_demo
 __all__ = [
     "AffineProjection", "LearnedPseudoInverse", "MatrixOperator", "ProjectedNetwork", "blur_operator",
     "consistency_psnr", "consistency_rmse", "fit_pseudo_inverse",
-    "ImageDiscriminator", "add_instance_noise", "noisy_discriminator_loss", "generator_loss",
+    "ImageDiscriminator", "add_instance_noise", "affgan_step", "noisy_discriminator_loss", "generator_loss",
     "instance_noise_sigma", "train_affgan",
     "ConvDenoiser", "MLPDenoiser", "affdg_loss", "denoiser_loss", "gaussian_mmse_denoiser",
     "score_estimate", "train_denoiser",

@@ -37,6 +37,7 @@ __all__ = [
     "instance_noise_sigma",
     "add_instance_noise",
     "noisy_discriminator_loss",
+    "affgan_step",
     "generator_loss",
     "ImageDiscriminator",
     "train_affgan",
@@ -128,6 +129,29 @@ class ImageDiscriminator(nn.Module):
         return self.net(x).mean(dim=(1, 2, 3))
 
 
+def affgan_step(generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+                opt_d: torch.optim.Optimizer, y: Tensor, real: Tensor, sigma: float, *, d_steps: int = 1
+                ) -> dict[str, float]:
+    """One AffGAN update: ``d_steps`` discriminator steps on noisy real and generated images, then one
+    generator step on :func:`generator_loss`. The instance noise is drawn from torch's global generator.
+    Returns the logged scalars (``loss_d``, ``loss_g``, ``sigma`` and the discriminator's accuracies).
+
+    Paper: Sønderby et al. 2017 (ICLR), AffGAN · Book: ch. 3, "AffGAN: a GAN ..." · Official code: none public
+    """
+    for _ in range(d_steps):
+        with torch.no_grad():
+            fake = generator(y)
+        loss_d, stats = noisy_discriminator_loss(discriminator, real, fake, sigma)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+    loss_g = generator_loss(discriminator, generator(y), sigma)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "sigma": sigma, **stats}
+
+
 def train_affgan(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -169,20 +193,8 @@ def train_affgan(
 
     def step_fn(step: int) -> dict[str, float]:
         sigma = instance_noise_sigma(step, steps, sigma_start, sigma_end, schedule=schedule)
-        y = lr_batch_fn(step).to(device)
-        real = hr_batch_fn(step).to(device)
-        for _ in range(d_steps):
-            with torch.no_grad():
-                fake = generator(y)
-            loss_d, stats = noisy_discriminator_loss(discriminator, real, fake, sigma)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        loss_g = generator_loss(discriminator, generator(y), sigma)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "sigma": sigma, **stats}
+        return affgan_step(generator, discriminator, opt_g, opt_d, lr_batch_fn(step).to(device),
+                           hr_batch_fn(step).to(device), sigma, d_steps=d_steps)
 
     trainer = Trainer({"generator": generator, "discriminator": discriminator},
                       {"generator": opt_g, "discriminator": opt_d}, step_fn,

@@ -267,14 +267,15 @@ def evaluate_images(task: ImageTask, outputs: dict[str, Tensor], judge: nn.Modul
     ``A``, and the judge's cross-entropy in bits/dim."""
     hr, lr_img = task.eval_hr, task.eval_lr
     reference = float(gradient_energy(hr).mean())
+    rgb = hr.shape[1] == 3  # Y channel for colour images, the one channel otherwise
     rows: dict[str, dict[str, float]] = {}
     for name, out in outputs.items():
         if out.shape != hr.shape:
             raise ValueError(f"{name}: outputs {tuple(out.shape)} do not match the HR images {tuple(hr.shape)}")
         clamped = out.clamp(0, 1)
         row = {
-            "PSNR (dB)": float(psnr(clamped, hr, shave=task.scale).mean()),
-            "SSIM": float(ssim(clamped, hr, shave=task.scale).mean()),
+            "PSNR (dB)": float(psnr(clamped, hr, shave=task.scale, y_channel=rgb).mean()),
+            "SSIM": float(ssim(clamped, hr, shave=task.scale, y_channel=rgb).mean()),
             "gradient energy (x HR)": float(gradient_energy(clamped).mean()) / reference,
             "LR consistency (dB)": consistency_psnr(out, lr_img, task.operator),
         }
