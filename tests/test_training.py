@@ -1,3 +1,6 @@
+import os
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -184,3 +187,167 @@ def test_checkpoints_carry_the_model_config_when_given(tmp_path):
     assert "model_config" not in training.load_checkpoint(plain)
     trainer = training.Trainer({"model": nn.Linear(2, 1)}, {}, lambda step: {}, model_config={"a": 1})
     assert trainer.state_dict()["model_config"] == {"a": 1}
+
+
+def _interrupting(loss_fn, at_step, action):
+    """``loss_fn`` that calls ``action()`` once, at the start of step ``at_step``."""
+    calls = {"n": 0}
+
+    def wrapped(m, batch):
+        calls["n"] += 1
+        if calls["n"] == at_step + 1:
+            action()
+        return loss_fn(m, batch)
+    return wrapped
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how", ["exception", "signal"])
+def test_ctrl_c_saves_a_checkpoint_and_resumes_exactly(tmp_path, capsys, how):
+    """A KeyboardInterrupt raised in a step saves the steps done; Ctrl-C (SIGINT) lets the step
+    finish first. Both print one line on how to resume, raise KeyboardInterrupt, and the resumed run
+    ends with the weights of an uninterrupted one."""
+    import signal
+
+    model, batch_fn, loss_fn = make_problem()
+    training.fit(model, loss_fn, batch_fn, 20, lr=1e-2, progress=False, seed=5)
+    full = [p.detach().clone() for p in model.parameters()]
+
+    ckpt = tmp_path / "run.pt"
+    action = _raise_keyboard_interrupt if how == "exception" else lambda: os.kill(os.getpid(), signal.SIGINT)
+    handler = signal.getsignal(signal.SIGINT)
+    model, batch_fn, loss_fn = make_problem()
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step") as info:
+        training.fit(model, _interrupting(loss_fn, 7, action), batch_fn, 20, lr=1e-2, progress=False, seed=5,
+                     checkpoint=ckpt, checkpoint_every=5)
+    assert info.value.__context__ is None or info.value.__suppress_context__  # no chained traceback wall
+    assert signal.getsignal(signal.SIGINT) is handler  # the loop's Ctrl-C handler is gone
+    stopped = 7 if how == "exception" else 8  # Ctrl-C finishes step 7 (the 8th) before stopping
+    assert training.load_checkpoint(ckpt)["step"] == stopped
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"training interrupted at step {stopped} of 20; checkpoint saved to {ckpt}. To resume, run the "
+                   f"same command again (or call fit/Trainer with checkpoint='{ckpt}' again)"]
+    model, batch_fn, loss_fn = make_problem(seed=99)
+    hist = training.fit(model, loss_fn, batch_fn, 20, lr=1e-2, progress=False, seed=5, checkpoint=ckpt,
+                        checkpoint_every=5)
+    for a, b in zip(full, model.parameters()):
+        assert torch.equal(a, b.detach())
+    assert hist.steps == list(range(1, 21))
+
+
+def test_second_ctrl_c_stops_at_once_without_saving(tmp_path, capsys):
+    import signal
+
+    def twice():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    model, batch_fn, loss_fn = make_problem()
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(model, _interrupting(loss_fn, 7, twice), batch_fn, 20, progress=False, checkpoint=ckpt,
+                     checkpoint_every=5)
+    assert training.load_checkpoint(ckpt)["step"] == 5  # the periodic checkpoint stays
+    assert "without saving" in capsys.readouterr().out
+    # without a checkpoint path the interrupt says that nothing was saved
+    with pytest.raises(KeyboardInterrupt, match="step 3"):
+        training.fit(make_problem()[0], _interrupting(loss_fn, 3, _raise_keyboard_interrupt), batch_fn, 20,
+                     progress=False)
+    assert "nothing was saved" in capsys.readouterr().out
+
+
+def test_mixed_precision_scaler_state_round_trips_through_a_checkpoint(tmp_path):
+    """float16 autocast with a GradScaler (on the CPU here): the loss scale backs off from 2**16 in
+    the first steps, is saved, and a resumed run continues exactly."""
+    def run(steps, ckpt=None, seed_model=0):
+        model, batch_fn, loss_fn = make_problem(seed=seed_model)
+        training.fit(model, loss_fn, batch_fn, steps, lr=1e-2, progress=False, seed=5, amp=True,
+                     amp_dtype=torch.float16, checkpoint=ckpt, checkpoint_every=10)
+        return [p.detach().clone() for p in model.parameters()]
+
+    full = run(40)
+    ckpt = tmp_path / "amp.pt"
+    run(20, ckpt)
+    state = training.load_checkpoint(ckpt)
+    assert state["amp"]["enabled"] and state["amp"]["dtype"] == "float16"
+    assert 0 < state["amp"]["scaler"]["scale"] < 2.0**16  # it backed off: the state matters
+    resumed = run(40, ckpt, seed_model=99)
+    for a, b in zip(full, resumed):
+        assert torch.equal(a, b)
+
+
+def test_amp_defaults_and_bfloat16():
+    model, batch_fn, loss_fn = make_problem()
+    assert not training.MixedPrecision("cpu").enabled  # None: off on the CPU
+    amp = training.MixedPrecision("cpu", enabled=True)
+    assert amp.dtype == torch.bfloat16 and amp.scaler is None
+    with warnings.catch_warnings():  # without CUDA, torch's GradScaler warns and disables itself
+        warnings.simplefilter("ignore")
+        cuda = training.MixedPrecision("cuda")
+    assert cuda.enabled and cuda.dtype == torch.float16  # None: on for CUDA, float16 (with a scaler there)
+    with pytest.raises(ValueError, match="amp_dtype"):
+        training.MixedPrecision("cpu", True, torch.float64)
+    dtypes = []
+
+    def loss(m, batch):
+        dtypes.append(m(batch[0]).dtype)
+        return loss_fn(m, batch)
+
+    hist = training.fit(model, loss, batch_fn, 60, lr=1e-2, progress=False, amp=True)
+    assert dtypes[0] == torch.bfloat16 and hist.logs["loss"][-1] < 0.2 * hist.logs["loss"][0]
+    dtypes.clear()
+    training.fit(model, loss, batch_fn, 1, progress=False)
+    assert dtypes == [torch.float32]  # amp=None on the CPU: off
+
+
+def test_full_precision_switches_autocast_off_for_a_block():
+    a = torch.randn(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (a @ a).dtype == torch.bfloat16
+        with training.full_precision():
+            assert (a @ a).dtype == torch.float32
+        assert (a @ a).dtype == torch.bfloat16
+    with training.full_precision():  # outside autocast: nothing changes
+        assert (a @ a).dtype == torch.float32
+
+
+def test_shard_batch_splits_the_global_batch_into_contiguous_chunks():
+    x, y = torch.arange(8).view(8, 1), {"z": torch.arange(16).view(8, 2), "name": "b"}
+    assert training.shard_batch((x, y)) == (x, y)  # one process: unchanged
+    first, second = (training.shard_batch((x, y), rank=r, world_size=2) for r in (0, 1))
+    assert torch.equal(torch.cat([first[0], second[0]]), x) and first[1]["name"] == "b"
+    assert torch.equal(second[1]["z"], torch.arange(8, 16).view(4, 2))
+    with pytest.raises(ValueError, match="divisible by 3"):
+        training.shard_batch(x, rank=0, world_size=3)
+    assert not training.is_distributed() and training.is_main_process() and training.get_world_size() == 1
+    assert training.all_ranks(torch.tensor(True)) is True and training.all_ranks(False) is False
+
+
+def test_max_seconds_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
+    import time
+
+    model, batch_fn, loss_fn = make_problem()
+    training.fit(model, loss_fn, batch_fn, 20, lr=1e-2, progress=False, seed=5)
+    full = [p.detach().clone() for p in model.parameters()]
+
+    def slow(m, batch):
+        time.sleep(0.02)
+        return loss_fn(m, batch)
+
+    ckpt = tmp_path / "run.pt"
+    model, batch_fn, loss_fn = make_problem()
+    hist = training.fit(model, slow, batch_fn, 20, lr=1e-2, progress=False, seed=5, checkpoint=ckpt,
+                        checkpoint_every=100, max_seconds=0.05, desc="demo")
+    stopped = training.load_checkpoint(ckpt)["step"]
+    assert 1 <= stopped < 20 and hist.steps[-1] == stopped
+    assert f"demo: stopped at the time limit (0.05 s) after step {stopped} of 20; checkpoint {ckpt}" in (
+        capsys.readouterr().out)
+    model, batch_fn, loss_fn = make_problem(seed=99)
+    training.fit(model, loss_fn, batch_fn, 20, lr=1e-2, progress=False, seed=5, checkpoint=ckpt)
+    for a, b in zip(full, model.parameters()):
+        assert torch.equal(a, b.detach())
+    with pytest.raises(ValueError, match="max_seconds"):
+        training.Trainer({"m": nn.Linear(1, 1)}, {}, lambda s: {}).run(3, max_seconds=0)
