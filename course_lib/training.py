@@ -19,10 +19,11 @@ an order that changes from run to run (e.g. the backward of convolutions, ``inde
 ``scatter_add``), and cuDNN's autotuner may pick another algorithm in the resumed process, so a
 resumed CUDA run is equal in distribution to an uninterrupted one, not bitwise equal.
 
-**Mixed precision.** ``fit(..., amp=None)`` runs the loss function under ``torch.autocast``: on CUDA
-by default in float16 with a :class:`torch.amp.GradScaler` (its state is saved in the checkpoint, so
-a resumed run continues with the same loss scale), or in bfloat16 (``amp_dtype=torch.bfloat16``, no
-scaler needed); off on the CPU unless asked for (``amp=True`` there means bfloat16). Autocast runs
+**Mixed precision** is opt-in: ``fit(..., amp=None)`` runs the loss function under
+``torch.autocast`` on CUDA (the default, ``amp=False``, never does), in float16 with a
+:class:`torch.amp.GradScaler` (its state is saved in the checkpoint, so a resumed run continues with
+the same loss scale), or in bfloat16 (``amp_dtype=torch.bfloat16``, no scaler needed); off on the
+CPU unless asked for (``amp=True`` there means bfloat16). Autocast runs
 convolutions and matrix products in half precision, which is where the speed is. Flows must still
 compute log-determinants, log-likelihoods and losses in float32: a sum of ``H*W`` log-scales or of
 squared latents overflows or loses most of its digits in float16. Wrap those lines in
@@ -548,7 +549,7 @@ class Trainer:
             saved as the checkpoint's ``model_config`` so that a loader can rebuild the model
             from the file alone (e.g. :func:`course_lib.irn.train.load_irn`).
         amp, amp_dtype: mixed precision, available to ``step_fn`` as ``trainer.amp`` (a
-            :class:`MixedPrecision` for the modules' device; ``amp=None``: on for CUDA). Pass a
+            :class:`MixedPrecision` for the modules' device; default off; ``None``: on for CUDA). Pass a
             :class:`MixedPrecision` itself to share one that ``step_fn`` already holds. The Trainer
             calls ``amp.update()`` after every step and saves the loss scale in checkpoints.
         gradient_sync: under torchrun, average the modules' gradients over the processes
@@ -572,7 +573,7 @@ class Trainer:
         progress: bool = True,
         log_every: int = 1,
         model_config: Mapping[str, Any] | None = None,
-        amp: bool | None | MixedPrecision = None,
+        amp: bool | None | MixedPrecision = False,
         amp_dtype: torch.dtype | None = None,
         gradient_sync: bool = True,
     ) -> None:
@@ -942,7 +943,7 @@ def fit(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     grad_clip: float | None = None,
-    amp: bool | None = None,
+    amp: bool | None = False,
     amp_dtype: torch.dtype | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 500,
@@ -964,7 +965,7 @@ def fit(
     under torchrun it is the global batch, of which each process trains on its share
     (:func:`shard_batch`; the module docstring says what else changes). The default optimiser is
     Adam(lr). ``grad_clip`` clips the global gradient norm. ``amp`` runs ``loss_fn`` under autocast
-    (:class:`MixedPrecision`; ``None``: on for CUDA, off on the CPU; ``amp_dtype`` float16, with a
+    (:class:`MixedPrecision`; default off; ``None``: on for CUDA; ``amp_dtype`` float16, with a
     gradient scaler, or bfloat16); losses of flows compute log-determinants in float32 with
     :func:`full_precision`. With ``checkpoint`` set, an existing file of the same ``tag`` is resumed
     from, and Ctrl-C saves it before stopping. ``seed`` reseeds torch before the first step of a fresh
