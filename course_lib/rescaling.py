@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from course_lib import config, training
+from course_lib.checks import check_unit_range
 from course_lib.flows import InvertibleModule
 
 __all__ = [
@@ -187,10 +188,13 @@ def quantize(x: Tensor) -> Tensor:
 def downscale(model: RescalingFlow, hr: Tensor) -> Tensor:
     """HR ``(3,H,W)`` or ``(N,3,H,W)`` in [0, 1] -> the model's 8-bit-quantised LR image (same rank).
 
+    A 0-255 image is refused (:func:`course_lib.checks.check_unit_range`).
+
     Gradients pass the quantiser straight through; wrap in ``torch.no_grad()`` for inference.
     ``H`` and ``W`` must be divisible by ``model.scale`` (crop with ``degradation.mod_crop``).
     """
     x, added = as_rgb_batch(hr, "hr", "downscale")
+    check_unit_range(x.detach(), "downscale: hr")
     check_divisible(x, model.scale, "downscale")
     lr, _ = model.encode(x)
     lr = quantize(lr)
@@ -203,8 +207,10 @@ def upscale(model: RescalingFlow, lr: Tensor, temperature: float = 1.0,
 
     ``temperature=0`` uses ``z = 0`` (the mode). The result is clamped to [0, 1] unless
     ``clamp=False``. A rescaling model upscales well only the LR its own :func:`downscale` made.
+    ``lr`` must be in [0, 1] (a 0-255 image is refused: :func:`course_lib.checks.check_unit_range`).
     """
     y, added = as_rgb_batch(lr, "lr", "upscale")
+    check_unit_range(y.detach(), "upscale: lr")
     z = model.sample_z(y, check_temperature(temperature), generator)
     hr = model.decode(y, z)
     if clamp:

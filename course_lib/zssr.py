@@ -261,3 +261,12 @@ def wiener_sr(lr: torch.Tensor, kernel: torch.Tensor | None, scale: int = 2, *, 
     if pad:
         x = x[..., pad * scale: -pad * scale, pad * scale: -pad * scale]
     return (x.clamp(0, 1) if clamp else x).to(lr.dtype)
+
+
+if __name__ == "__main__":  # `python -m course_lib.zssr ...` used to exit 0 doing nothing
+    import sys
+
+    print("course_lib.zssr has no command line here; use python -m course_lib blind IN.png OUT.png --scale 2 "
+          "--sr zssr (KernelGAN kernel, then ZSSR) or course_lib.zssr.zssr(lr, kernel, scale) in Python",
+          file=sys.stderr)
+    sys.exit(2)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..checks import check_unit_range
 from .bicubic import _check_image, _check_scale_int, bicubic_downscale, quantize_8bit
 from .operators import BlurDownsample
 
@@ -61,7 +62,8 @@ def degrade(
     """LR image ``y = (hr * kernel) downsampled by scale + n``, then optional JPEG.
 
     Args:
-        hr: float image ``(C, H, W)`` or ``(N, C, H, W)`` in ``[0, 1]``, ``H`` and ``W`` divisible by ``scale``.
+        hr: float image ``(C, H, W)`` or ``(N, C, H, W)`` in ``[0, 1]`` (a 0-255 image is refused), ``H`` and
+            ``W`` divisible by ``scale``.
         scale: positive int.
         kernel: 2D blur kernel; ``None`` means MATLAB bicubic
             (:class:`~course_lib.degradation.operators.BicubicDownsample`, symmetric borders). Otherwise
@@ -84,6 +86,7 @@ def degrade(
         raise ValueError(f"hr size {height}x{width} is not divisible by scale {scale}; crop it with mod_crop")
     if not torch.isfinite(hr).all():
         raise ValueError("hr contains non-finite values (NaN or inf)")
+    check_unit_range(hr.detach(), "degrade: hr")
     if (isinstance(noise_sigma, bool) or not isinstance(noise_sigma, Real) or not math.isfinite(noise_sigma)
             or noise_sigma < 0):
         raise ValueError(f"noise_sigma must be a finite number >= 0, got {noise_sigma!r}")

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib import rescaling
+from course_lib.checks import check_unit_range
 from course_lib.flows import (
     ActNorm,
     AdditiveCoupling,
@@ -410,8 +411,9 @@ def legacy_config(weights: dict[str, Tensor]) -> dict:
 @torch.no_grad()
 def sample(model: HCFlow, lr: Tensor, n: int, temperature: float = 0.9,
            generator: torch.Generator | None = None) -> Tensor:
-    """``n`` HR samples ``(n, 3, s h, s w)`` for one LR image ``(3, h, w)`` (HCFlow's heat 0.9)."""
+    """``n`` HR samples ``(n, 3, s h, s w)`` for one LR image ``(3, h, w)`` in [0, 1] (HCFlow's heat 0.9)."""
     y, _ = as_rgb_batch(lr, "lr", "sample")
+    check_unit_range(y.detach(), "sample: lr")
     if y.shape[0] != 1:
         raise ValueError(f"sample takes one LR image (3, h, w), got a batch of {y.shape[0]}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

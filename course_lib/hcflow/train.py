@@ -237,15 +237,27 @@ def load_hcflow(source: str | os.PathLike, *, mode: str | None = None, scale: in
 
     ``source``: ``"sr"`` or ``"rescale"`` for the shipped x4 checkpoint, or a checkpoint path. The
     architecture comes from the checkpoint (:func:`model_config`). With ``mode``/``scale`` given, a
-    checkpoint made for another model is refused with a clear error.
+    checkpoint made for another model is refused with a clear error; so are other sources (``"SR"``,
+    ``4``, a missing file), naming the shipped ones, and a checkpoint whose tag and weights disagree.
     """
+    names = "the shipped HCFlow checkpoints are 'sr' and 'rescale' (x4)"
+    if isinstance(source, bool) or not isinstance(source, (str, os.PathLike)):
+        hint = f"; for the scale pass scale={source!r}" if isinstance(source, (int, float)) else ""
+        raise TypeError(f"load_hcflow: source must be a shipped name or a checkpoint path, got {source!r} "
+                        f"({type(source).__name__}){hint}; {names}")
+    if not (isinstance(source, str) and source in ("sr", "rescale")) and not Path(source).is_file():
+        hint = f"; did you mean {str(source).strip().lower()!r}?" if str(source).strip().lower() in (
+            "sr", "rescale") else ""
+        raise FileNotFoundError(f"load_hcflow: {str(source)!r} is neither a shipped name nor a checkpoint file"
+                                f"{hint}; {names}")
     if isinstance(source, str) and source in ("sr", "rescale"):
         mode = mode or source
         if mode != source:
             raise ValueError(f"asked for the shipped {source!r} checkpoint with mode={mode!r}")
         path = pretrained_path(source, scale or 4)
         if not path.is_file():
-            raise FileNotFoundError(f"no shipped HCFlow checkpoint for {source} x{scale or 4} (looked for {path})")
+            raise FileNotFoundError(f"no shipped HCFlow checkpoint for {source} x{scale or 4} (looked for {path}); "
+                                    f"{names}")
     else:
         path = Path(source)
     tag = None
@@ -265,7 +277,9 @@ def load_hcflow(source: str | os.PathLike, *, mode: str | None = None, scale: in
         raise ValueError(f"checkpoint {path} holds {sorted(state['modules'])}, not 'model'")
     model = HCFlow(**model_config(state))
     if model.tag != state["tag"]:
-        raise ValueError(f"checkpoint {path} is tagged {state['tag']!r} but its model_config builds {model.tag!r}")
+        built_from = "model_config" if state.get("model_config") is not None else "weights (their arch_code)"
+        raise ValueError(f"checkpoint {path} is tagged {state['tag']!r} but its {built_from} build {model.tag!r}: "
+                         "the tag and the weights disagree")
     weights = dict(state["modules"]["model"])
     if "model_config" not in state:
         weights.pop("arch_code", None)  # the legacy copy of the sizes (legacy_config), not a weight

@@ -123,4 +123,8 @@ def legacy_config(tag: str, weights: Mapping[str, Tensor]) -> dict:
             growth = growth or int(weights[f"flow.layers.{i}.phi.convs.0.weight"].shape[0])
     if not blocks or growth is None or min(blocks) < 1:
         raise ValueError("these weights do not look like an IRN (no Haar stage / coupling found)")
-    return {"scale": int(match.group(1)), "blocks": blocks, "growth": growth, "clamp": 1.0}
+    scale = int(match.group(1))
+    if 2 ** len(blocks) != scale:
+        raise ValueError(f"the tag {tag!r} (x{scale}) and the weights disagree: the weights hold {len(blocks)} Haar "
+                         f"stage(s), an x{2 ** len(blocks)} IRN")
+    return {"scale": scale, "blocks": blocks, "growth": growth, "clamp": 1.0}

@@ -222,17 +222,40 @@ def load_irn(source: int | str | os.PathLike, *, scale: int | None = None,
 
     ``source`` is a scale (2 or 4: the shipped checkpoint) or a checkpoint path. The architecture
     comes from the checkpoint (:func:`model_config`). With ``scale`` given, a checkpoint made for
-    another scale is refused.
+    another scale is refused. Anything else (``2.0``, ``True``, ``"2"``, a missing file) is refused
+    with an error that names the shipped scales; so is a checkpoint whose tag and weights disagree.
     """
-    path = pretrained_path(source) if isinstance(source, int) and not isinstance(source, bool) else Path(source)
-    if isinstance(source, int) and not path.is_file():
-        raise FileNotFoundError(f"no shipped IRN checkpoint for x{source} (looked for {path})")
+    shipped = sorted(int(f.stem[5:]) for f in CHECKPOINT_DIR.glob("irn_x*.pt") if f.stem[5:].isdigit())  # irn_x4
+    names = f"the shipped scales are {', '.join(map(str, shipped))} (pass an int, e.g. load_irn({shipped[-1]}))"
+    if isinstance(source, bool) or not isinstance(source, (int, str, os.PathLike)):
+        hint = f"; for the shipped x{int(source)} model pass the int {int(source)}" if (
+            isinstance(source, float) and source.is_integer()) else ""
+        raise TypeError(f"load_irn: source must be a scale or a checkpoint path, got {source!r} "
+                        f"({type(source).__name__}){hint}; {names}")
+    if isinstance(source, int):
+        if source not in shipped:
+            raise FileNotFoundError(f"load_irn: no shipped IRN checkpoint for scale {source}; {names}, or give "
+                                    f"a checkpoint path (python -m course_lib.irn train --scale {source} makes one)")
+        path = pretrained_path(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            hint = (f"; for the shipped x{source} model pass the int {source}, not the string"
+                    if str(source).strip().isdigit() else "")
+            raise FileNotFoundError(f"load_irn: no checkpoint file at {str(path)!r}{hint}; {names}")
     state = training.load_checkpoint(path, tag=f"irn-x{check_scale(scale)}" if scale is not None else None)
     if not str(state["tag"]).startswith("irn-x"):
         raise ValueError(f"checkpoint {path} was made for {state['tag']!r}, not an IRN")
-    model = IRN(**model_config(state))
+    try:
+        model = IRN(**model_config(state))
+    except ValueError as err:  # e.g. a tag that disagrees with the weights (legacy_config)
+        raise ValueError(f"checkpoint {path}: {err}") from err
     if model.tag != state["tag"]:
         raise ValueError(f"checkpoint {path} is tagged {state['tag']!r} but its model_config builds {model.tag!r}")
-    training.load_weights(model, path, tag=model.tag)
+    try:
+        training.load_weights(model, path, tag=model.tag)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path}: its tag {state['tag']!r} and model_config {model_config(state)} "
+                         f"disagree with its weights: {err}") from err
     model.eval()
     return model.to(device) if device is not None else model
