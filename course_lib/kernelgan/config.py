@@ -18,6 +18,27 @@ class KernelGANConfig:
     ``full_schedule_after`` iterations compress them (:meth:`~course_lib.kernelgan.config.KernelGANConfig.period`), so that a 300-step run goes
     through the same phases as a 3000-step one.
 
+    ``bicubic_reference`` is what the bicubic prior compares each channel of ``G``'s output with:
+    ``"channel_sum"`` (official ``loss.py:DownScaleLoss``, whose bicubic convolution has a
+    (C, C, 8, 8) weight and so adds the bicubic downscalings of the three colour channels; a grey
+    image counts three times, as the official code sees it after converting it to RGB) or
+    ``"per_channel"`` (each channel's own bicubic downscaling, the paper's formula). The switch
+    threshold ``bicubic_threshold = 0.4`` was set for the official, three times larger reference: with
+    ``"per_channel"`` a generator whose kernel is still zero already passes it on most photos, the
+    bicubic prior fades before it has done anything, and ``G`` can stay near the zero kernel
+    (chapter 7, "The collapse"). ``"per_channel"`` is kept to show that failure.
+
+    ``adversarial_after_bicubic``: ``G``'s adversarial term is off until the bicubic prior is met
+    (``ConstraintSchedule.similar_to_bicubic``), so that ``G`` starts the game from a bicubic-like
+    kernel, as the paper describes the prior's role. Without it the adversarial gradient
+    dominates while ``G``'s kernel is still near zero (``D``'s batch norm divides the fake crop by
+    its own tiny spread, so D's verdict ignores the fake's scale and its gradient grows as the
+    kernel shrinks); on some seeds ``G`` then leaves the bicubic prior behind with a kernel that
+    sums to about 0 and never recovers (chapter 7, "The collapse").
+
+    ``noise_in_g_step``: add the fake crops' noise (``noise_fake``) in ``G``'s step too, so that
+    ``G`` is judged on what ``D`` was trained on (the official code adds it in ``D``'s step only).
+
     ``regularizers`` lists the kernel terms that are on (a subset of ``REGULARIZERS``; drop one
     for an ablation). ``g_structure=(13,)`` gives the one-layer generator of the chapter's
     comparison.
@@ -50,6 +71,9 @@ class KernelGANConfig:
     noise_fake: float = 1.0 / 255.0
     n_filtering: int = 40
     regularizers: tuple[str, ...] = REGULARIZERS
+    bicubic_reference: str = "channel_sum"
+    adversarial_after_bicubic: bool = True
+    noise_in_g_step: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or isinstance(self.iterations, bool) or self.iterations < 1:
@@ -70,6 +94,8 @@ class KernelGANConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.bicubic_reference not in ("channel_sum", "per_channel"):
+            raise ValueError(f"bicubic_reference must be 'channel_sum' or 'per_channel', got {self.bicubic_reference!r}")
         if self.d_layers < 2:
             raise ValueError(f"d_layers must be at least 2, got {self.d_layers}")
 

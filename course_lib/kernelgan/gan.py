@@ -121,8 +121,16 @@ class KernelGAN:
     # -- losses ------------------------------------------------------------------------------
     def bicubic_loss(self, g_in: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
         """MSE between ``G``'s output and the MATLAB-bicubic x2 downscaling of the same crop (official
-        ``loss.py:DownScaleLoss``)."""
+        ``loss.py:DownScaleLoss``).
+
+        With ``config.bicubic_reference = "channel_sum"`` (the default, as the official code computes
+        it) every channel of ``G``'s output is compared with the *sum* over the three colour channels
+        of the bicubic downscaling (a grey image counts three times); with ``"per_channel"`` with its
+        own channel. See :class:`~course_lib.kernelgan.config.KernelGANConfig`.
+        """
         reference = imresize(g_in, 0.5)
+        if self.config.bicubic_reference == "channel_sum":
+            reference = (reference.sum(1, keepdim=True) * (3.0 / reference.shape[1])).expand_as(reference)
         # G's output pixel j sits where the bicubic output pixel j + c/2 sits (c = kernel offset)
         shave = kernel_offset(self.config.kernel_size, 2) // 2
         reference = reference[..., shave:shave + g_out.shape[-2], shave:shave + g_out.shape[-1]]
@@ -144,7 +152,7 @@ class KernelGAN:
         self.opt_g.zero_grad(set_to_none=True)
         kernel = self.G.kernel()
         fake = downscale_valid(g_in, kernel, 2)
-        d_fake = self.D(fake)
+        d_fake = self.D(fake + noise_fake if c.noise_in_g_step else fake)
         g_adv = F.l1_loss(d_fake, torch.ones_like(d_fake))
         terms = kernel_regularizers(kernel, 2, self.mask)
         bicubic = self.bicubic_loss(g_in, fake)
@@ -154,7 +162,9 @@ class KernelGAN:
             "sparsity": schedule.lambda_sparsity,
             "centre": schedule.lambda_centre,
         }
-        total = g_adv + schedule.lambda_bicubic * bicubic + sum(weights[k] * terms[k] for k in terms)
+        adversarial = 1.0 if schedule.similar_to_bicubic or not c.adversarial_after_bicubic else 0.0
+        total = adversarial * g_adv + schedule.lambda_bicubic * bicubic + sum(weights[k] * terms[k] for k in terms)
+        total = total + self.extra_generator_loss()
         total.backward()
         self.opt_g.step()
 
@@ -177,6 +187,10 @@ class KernelGAN:
             "kernel_sum": float(kernel.detach().sum()),
             "lambda_bicubic": schedule.lambda_bicubic,
         }
+
+    def extra_generator_loss(self) -> torch.Tensor | float:
+        """A term added to ``G``'s loss in every step (none here; KernelGAN-FKP adds its latent prior)."""
+        return 0.0
 
     # -- training ----------------------------------------------------------------------------
     def trainer(self, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500,
