@@ -18,18 +18,27 @@ keys, because they measure different things:
 
 :func:`format_results` prints the table of both, :func:`training_logs` gives the figures the
 training loops log (``eval_psnr`` and ``eval_lr_vs_bicubic_psnr`` or ``eval_lr_psnr``).
+
+What to evaluate on: :func:`evaluation_set` turns a command line's ``--eval`` into images:
+``photos`` (the packaged held-out photos, the default, offline), the papers' test sets ``set5``,
+``set14``, ``b100``, ``urban100`` (:mod:`course_lib.data.datasets`, downloaded once) or a folder.
+:func:`lpips_metric` gives LPIPS (Zhang et al. 2018) where the optional ``lpips`` or
+``torchmetrics`` package and its weights are there (Colab), and ``None`` with the reason otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 
 from course_lib import training
 from course_lib.rescaling import MODES, RescalingFlow, downscale, evaluation_images, round_8bit, upscale
 
-__all__ = ["SR_TEMPERATURE", "evaluate", "format_results", "lr_key", "training_logs"]
+__all__ = ["EVAL_CHOICES", "SR_TEMPERATURE", "evaluate", "evaluation_set", "format_results", "lpips_metric",
+           "lr_key", "training_logs"]
 
 Tensor = torch.Tensor
 
@@ -38,6 +47,81 @@ Tensor = torch.Tensor
 SR_TEMPERATURE = 0.9
 
 NLLFn = Callable[..., Tensor]
+
+# What ``--eval`` accepts besides a folder: the packaged held-out photos and the papers' test sets.
+EVAL_CHOICES = ("photos", "set5", "set14", "b100", "urban100")
+
+
+def evaluation_set(name: str | os.PathLike | None = "photos", *, download: bool = True,
+                   max_images: int | None = None) -> tuple[str, dict[str, Tensor] | None]:
+    """The images of ``--eval name`` and a line that says what they are.
+
+    ``"photos"`` (or ``None``): ``(description, None)``, i.e. :func:`evaluate`'s default, the
+    packaged held-out photos ``data.EVAL_PHOTOS``; ``"set5"``, ``"set14"``, ``"b100"``,
+    ``"urban100"``: the HR images of that test set (:func:`course_lib.data.dataset_path`; downloaded
+    once unless ``download=False``, which raises FileNotFoundError when it is not cached); any
+    other value: a folder of images. The images come as ``{file stem: (3, H, W) tensor}`` (gray
+    images made RGB), in natural file order; ``max_images`` keeps the first ones.
+    """
+    from course_lib import data
+
+    if name is None or str(name) == "photos":
+        return f"held-out packaged photos {', '.join(data.EVAL_PHOTOS)}", None
+    key = str(name).strip().lower()
+    if key in EVAL_CHOICES:
+        folder = data.dataset_path(key, download=download)
+        label = {"set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100"}[key]
+    else:
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--eval {name}: not one of {', '.join(EVAL_CHOICES)} nor a folder")
+        label = str(folder)
+    files = data.list_images(folder)
+    if not files:
+        raise ValueError(f"no images in {folder}")
+    files = files[:max_images] if max_images else files
+    images = {path.stem: data.load_image(path, channels=3) for path in files}
+    return f"{label} ({len(images)} images, {folder})", images
+
+
+def lpips_metric(device: torch.device | str | None = None) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, str]:
+    """LPIPS (AlexNet features; lower is closer) as ``fn(x, y) -> (N,)`` on images in [0, 1], and a
+    line that says where it comes from, or ``(None, why)`` when it cannot be had.
+
+    It uses the ``lpips`` package (the authors') or else ``torchmetrics``; neither is a dependency of
+    the course (``pip install lpips`` on Colab). Both fetch network weights on first use, so
+    offline it is ``None`` with a message, and the tables leave the column out.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        import lpips  # the authors' package
+
+        net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+
+        def fn(x: Tensor, y: Tensor) -> Tensor:
+            with torch.no_grad():
+                return net(x.to(device), y.to(device), normalize=True).flatten()
+
+        return fn, f"LPIPS (AlexNet) from the lpips package {getattr(lpips, '__version__', '')}".rstrip()
+    except ImportError:
+        pass
+    except Exception as err:  # noqa: BLE001 - weights missing offline, and the like
+        return None, f"LPIPS skipped: the lpips package could not load its weights ({type(err).__name__}: {err})"
+    try:
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True, reduction="none").to(device)
+
+        def fn(x: Tensor, y: Tensor) -> Tensor:
+            with torch.no_grad():
+                return torch.stack([metric(a[None].to(device), b[None].to(device)).reshape(())
+                                    for a, b in zip(x, y)])
+
+        return fn, "LPIPS (AlexNet) from torchmetrics"
+    except ImportError:
+        return None, "LPIPS skipped: neither the lpips nor the torchmetrics package is installed (pip install lpips)"
+    except Exception as err:  # noqa: BLE001
+        return None, f"LPIPS skipped: torchmetrics could not load its weights ({type(err).__name__}: {err})"
 
 
 def lr_key(model: RescalingFlow) -> str:
@@ -55,15 +139,17 @@ def _mode(model: RescalingFlow) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | None = None, *,
-             crop: int | None = None, temperature: float | None = None, draws: int = 1, seed: int = 0,
-             device: torch.device | str | None = None, nll: NLLFn | None = None) -> dict:
+def evaluate(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | Mapping[str, Tensor] | None = None,
+             *, crop: int | None = None, temperature: float | None = None, draws: int = 1, seed: int = 0,
+             device: torch.device | str | None = None, nll: NLLFn | None = None,
+             lpips: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict:
     """Held-out figures of a rescaling or SR flow (module docstring): one loop for IRN and HCFlow.
 
     Args:
         model: an IRN or HCFlow (any :class:`course_lib.rescaling.RescalingFlow` with a ``mode``).
-        photos: names of packaged photos (default ``data.EVAL_PHOTOS``) or image tensors
-            (rows named ``image0``, ``image1``, ...). Each is mod-cropped to the scale.
+        photos: names of packaged photos (default ``data.EVAL_PHOTOS``), image tensors (rows named
+            ``image0``, ``image1``, ...) or ``{name: tensor}`` (:func:`evaluation_set`). Each is
+            mod-cropped to the scale.
         crop: centre crop to at most ``crop x crop`` first (quick previews).
         temperature: std of the sampled ``z``; default 1.0 (rescaling, as in training) or
             ``SR_TEMPERATURE`` (SR).
@@ -72,6 +158,7 @@ def evaluate(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | No
         device: where to run (default: the model's device).
         nll: SR only: a function ``nll(model, hr, lr, generator=...) -> bits/dim per image``, e.g.
             :func:`course_lib.hcflow.losses.dequantized_nll_bits_per_dim`; adds ``nll_bpd``.
+        lpips: ``fn(sr, hr) -> (N,)`` (:func:`lpips_metric`); adds ``lpips``, the mean over draws.
 
     Returns the means of ``hr_psnr``, ``hr_ssim``, ``bicubic_psnr``, ``bicubic_ssim`` and either
     ``lr_vs_bicubic_psnr`` and ``lr_vs_bicubic_ssim`` (rescaling) or ``lr_psnr`` (SR), with
@@ -103,11 +190,13 @@ def evaluate(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | No
         for name, hr in evaluation_images(model, photos, crop, device):
             lr_bic = bicubic_downscale(hr, s, quantize=True)  # the 8-bit MATLAB-bicubic LR
             lr = lr_bic if mode == "sr" else downscale(model, hr)
-            psnrs, ssims, consistency = [], [], []
+            psnrs, ssims, consistency, perceptual = [], [], [], []
             for _ in range(draws):
                 sr = round_8bit(upscale(model, lr, temperature, generator=gen))  # as saved 8-bit images
                 psnrs.append(float(metrics.psnr(sr, hr, shave=s)))
                 ssims.append(float(metrics.ssim(sr, hr, shave=s)))
+                if lpips is not None:
+                    perceptual.append(float(lpips(sr, hr).mean()))
                 if mode == "sr":
                     consistency.append(float(metrics.lr_psnr(sr, lr_bic, s)))
             up = round_8bit(imresize(lr_bic, s))
@@ -121,6 +210,8 @@ def evaluate(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | No
             row["bicubic_ssim"] = float(metrics.ssim(up, hr, shave=s))
             if nll is not None:
                 row["nll_bpd"] = float(nll(model, hr, lr_bic, generator=gen).mean())
+            if lpips is not None:
+                row["lpips"] = sum(perceptual) / draws
             rows.append(row)
     if not rows:
         raise ValueError("no images to evaluate")
@@ -136,15 +227,18 @@ def format_results(results: dict, name: str | None = None) -> str:
     the bicubic LR (``lr_vs_bicubic_*``); SR: the LR column is the consistency ``lr_psnr``."""
     name = name or results.get("model", "model")
     rescaling = "lr_vs_bicubic_psnr" in results
+    perceptual = "lpips" in results
     lr_head = f"{'LR vs bic':>11}{'SSIM':>8}" if rescaling else f"{'LR consist':>11}{'':>8}"
-    lines = [f"{'image':<14}{name + ' PSNR':>12}{'SSIM':>8}{lr_head}{'bicubic':>10}{'SSIM':>8}"]
+    lines = [f"{'image':<14}{name + ' PSNR':>12}{'SSIM':>8}{lr_head}{'bicubic':>10}{'SSIM':>8}"
+             + (f"{'LPIPS':>8}" if perceptual else "")]
     for r in results["rows"] + [{"image": "mean", **results}]:
         if rescaling:
             lr = f"{r['lr_vs_bicubic_psnr']:>11.2f}{r['lr_vs_bicubic_ssim']:>8.4f}"
         else:
             lr = f"{r['lr_psnr']:>11.2f}{'':>8}"
-        lines.append(f"{r['image']:<14}{r['hr_psnr']:>12.2f}{r['hr_ssim']:>8.4f}{lr}"
-                     f"{r['bicubic_psnr']:>10.2f}{r['bicubic_ssim']:>8.4f}")
+        lines.append(f"{r['image'][:13]:<14}{r['hr_psnr']:>12.2f}{r['hr_ssim']:>8.4f}{lr}"
+                     f"{r['bicubic_psnr']:>10.2f}{r['bicubic_ssim']:>8.4f}"
+                     + (f"{r['lpips']:>8.4f}" if perceptual else ""))
     return "\n".join(lines)
 
 

@@ -19,7 +19,8 @@ any of them:
   evaluation (:mod:`course_lib.evaluation`);
 * :func:`command_parser`, :func:`run_command`, :func:`report_training`: the command lines
   ``python -m course_lib.irn`` and ``python -m course_lib.hcflow`` (one set of shared flags, one
-  ``evaluate`` command).
+  ``evaluate`` command);
+* :func:`upcast`: half-precision tensors to float32, for the losses under mixed precision.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from course_lib.flows import InvertibleModule
 __all__ = [
     "CHANNELS", "MODES", "RescalingFlow", "as_rgb_batch", "center_crop", "check_divisible", "check_scale",
     "check_temperature", "command_parser", "downscale", "evaluation_images", "quantize", "report_training",
-    "round_8bit", "run_command", "upscale",
+    "round_8bit", "run_command", "upcast", "upscale",
 ]
 
 Tensor = torch.Tensor
@@ -234,23 +235,38 @@ def center_crop(img: Tensor, size: int | None, scale: int) -> Tensor:
     return img[..., : h - h % scale, : w - w % scale]
 
 
-def evaluation_images(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | None,
+def evaluation_images(model: RescalingFlow, photos: Sequence[str] | Sequence[Tensor] | Mapping[str, Tensor] | None,
                       crop: int | None,
                       device: torch.device | str | None = None) -> Iterator[tuple[str, Tensor]]:
     """``(name, hr (1,3,H,W))`` for each evaluation image of ``model``: centre-cropped to at most
     ``crop x crop`` and to multiples of ``model.scale`` (:func:`center_crop`), on ``device``
     (default: the model's).
 
-    ``photos``: names of packaged photos (default ``data.EVAL_PHOTOS``) or image tensors (named
-    ``image0``, ``image1``, ...).
+    ``photos``: names of packaged photos (default ``data.EVAL_PHOTOS``), image tensors (named
+    ``image0``, ``image1``, ...) or a mapping ``{name: image tensor}``.
     """
     from course_lib.data import EVAL_PHOTOS, load_photo
 
     device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
+    if isinstance(photos, Mapping):
+        for name, hr in photos.items():
+            yield str(name), center_crop(hr, crop, model.scale).unsqueeze(0).to(device)
+        return
     for i, photo in enumerate(EVAL_PHOTOS if photos is None else photos):
         name = photo if isinstance(photo, str) else f"image{i}"
         hr = load_photo(photo) if isinstance(photo, str) else photo
         yield name, center_crop(hr, crop, model.scale).unsqueeze(0).to(device)
+
+
+# ------------------------------------------------------------------------------------------------
+# mixed precision
+# ------------------------------------------------------------------------------------------------
+
+
+def upcast(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is float16 or bfloat16 (under mixed precision), else unchanged (float64
+    stays float64). The losses cast with it inside :func:`course_lib.training.full_precision`."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,11 +280,13 @@ def command_parser(prog: str, description: str, *, shipped: tuple[str, dict[str,
     Returns three ``argparse.ArgumentParser``: ``(parser, train, evaluate)``, the sub-command
     parsers for the model to add its own flags to. ``train`` has ``--profile``
     (``course_lib.config.PROFILES``), ``--out``, ``--steps``, ``--seed``, ``--device``,
-    ``--threads``, ``--eval-every``, ``--init``, ``--features``, ``--no-progress`` and
-    ``--weights``; ``evaluate`` has ``--checkpoint`` or the flag naming a shipped checkpoint
+    ``--threads``, ``--eval-every``, ``--init``, ``--features``, ``--no-progress``, ``--weights``,
+    ``--data`` (``photos``, ``div2k`` or a folder), ``--workers``, ``--max-seconds`` and
+    ``--amp`` / ``--no-amp``; ``evaluate`` has ``--checkpoint`` or the flag naming a shipped checkpoint
     (``shipped = (flag, add_argument keywords)``, e.g. ``("--scale", {"type": int, "help": ...})``),
-    ``--crop``, ``--draws``, ``--temperature`` and ``--threads``. :func:`run_command` runs the
-    parsed arguments.
+    ``--eval`` (``photos``, ``set5``, ``set14``, ``b100``, ``urban100`` or a folder), ``--crop``,
+    ``--draws``, ``--temperature``, ``--lpips``, ``--device`` and ``--threads``. :func:`run_command`
+    runs the parsed arguments.
     """
     p = argparse.ArgumentParser(prog=prog, description=description)
     sub = p.add_subparsers(dest="command", required=True)
@@ -290,15 +308,31 @@ def command_parser(prog: str, description: str, *, shipped: tuple[str, dict[str,
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log files)")
     t.add_argument("--weights", default=None,
                    help="also write a weights-only copy (no optimiser state) here at the end")
+    t.add_argument("--data", default="photos",
+                   help="training images: photos (the packaged training photos and dead leaves, offline), "
+                        "div2k (the 800 DIV2K training images, the papers' data: downloaded once, 3.5 GB) or a "
+                        "folder of images")
+    t.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes that build batches ahead (default: 2 on CUDA, else 0)")
+    t.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after this much wall-clock time, checkpoint written; run again to continue")
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA; likelihoods and log-determinants stay float32)")
     e = sub.add_parser("evaluate", help="held-out Y-PSNR/SSIM and LR figures of a checkpoint")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint file")
     flag, kwargs = shipped
     src.add_argument(flag, **kwargs)
-    e.add_argument("--crop", type=int, default=None, help="centre crop size (default: whole photos)")
+    e.add_argument("--eval", default="photos",
+                   help="photos (the packaged held-out photos, offline), set5, set14, b100, urban100 (downloaded "
+                        "once) or a folder of HR images")
+    e.add_argument("--crop", type=int, default=None, help="centre crop size (default: whole images)")
     e.add_argument("--draws", type=int, default=1, help="samples of z per image")
     e.add_argument("--temperature", type=float, default=None,
                    help="std of z (default: 1.0 for rescaling, 0.9 for SR)")
+    e.add_argument("--lpips", action="store_true",
+                   help="also LPIPS, if the optional lpips or torchmetrics package is installed")
+    e.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     e.add_argument("--threads", type=int, default=None)
     return p, t, e
 
@@ -325,13 +359,19 @@ def run_command(args, *, train: Callable[..., tuple[nn.Module, Any]], load: Call
         return 0
     from course_lib import evaluation
 
-    model = load(args)
+    device = torch.device(args.device) if getattr(args, "device", None) else config.get_device()
+    what, images = evaluation.evaluation_set(getattr(args, "eval", "photos"))
+    model = load(args).to(device)
     use_nll = nll if getattr(args, "nll", False) and model.mode == "sr" else None
     if getattr(args, "nll", False) and use_nll is None:
         print(f"--nll: {model.tag} has no likelihood of the HR image given the bicubic LR; skipped")
-    results = evaluation.evaluate(model, crop=args.crop, draws=args.draws, temperature=args.temperature,
-                                  nll=use_nll)
-    print(f"{model.tag} ({sum(p.numel() for p in model.parameters())} parameters), held-out photos, Y channel, "
+    lpips = None
+    if getattr(args, "lpips", False):
+        lpips, source = evaluation.lpips_metric(device)
+        print(source)
+    results = evaluation.evaluate(model, images, crop=args.crop, draws=args.draws, temperature=args.temperature,
+                                  nll=use_nll, device=device, lpips=lpips)
+    print(f"{model.tag} ({sum(p.numel() for p in model.parameters())} parameters), {what}, Y channel, "
           f"shave {model.scale}, temperature {results['temperature']}, {args.draws} draw(s)")
     print(evaluation.format_results(results))
     if "nll_bpd" in results:

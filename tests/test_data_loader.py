@@ -102,3 +102,15 @@ def test_folder_patches_refuse_bad_arguments(folder, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         loader.FolderPatches(tmp_path / "empty", 8, 2)
+
+
+def test_starting_the_workers_leaves_the_global_random_state_alone(folder):
+    with pytest.warns(UserWarning):
+        fn = loader.FolderPatches(folder, 16, 2, seed=1)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    pre = loader.PrefetchedBatches(fn, workers=1, stop=3)
+    pre(0)
+    pre.close()
+    assert torch.equal(torch.rand(3), expected)

@@ -354,3 +354,21 @@ def test_training_configurations_are_named_apart_from_the_run_profiles():
     for mode in ("sr", "rescale"):
         assert tuple(hcflow.TRAIN_CONFIGS[mode]) == config.PROFILES
     assert not hasattr(hcflow, "PROFILES") and not hasattr(hcflow, "nll_bits_per_dim")
+
+
+def test_command_line_trains_on_a_folder_and_evaluates_on_one(tmp_path, capsys, monkeypatch):
+    from course_lib.data.photos import save_png
+
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
+    for folder, n in (("train", 2), ("eval", 1)):
+        (tmp_path / folder).mkdir()
+        for k in range(n):
+            save_png(torch.rand(3, 64, 72, generator=torch.Generator().manual_seed(k)), tmp_path / folder / f"i{k}.png")
+    out = tmp_path / "sr.pt"
+    assert cli_main(["train", "--mode", "sr", "--profile", "test", "--out", str(out), "--steps", "2",
+                     "--no-progress", "--data", str(tmp_path / "train"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 images of" in printed and "done: 2 steps" in printed
+    assert cli_main(["evaluate", "--checkpoint", str(out), "--eval", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "(1 images" in printed and "i0" in printed and "LR consist" in printed

@@ -329,3 +329,51 @@ def test_the_package_keeps_the_names_of_the_old_module():
     assert irn.train is train.train and irn.load_irn is train.load_irn  # irn.train is the function, as before
     for name in irn.__all__:
         assert hasattr(irn, name), name
+
+
+def _png_folder(path, n=3, size=(72, 88)):
+    from course_lib.data.photos import save_png
+
+    path.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        save_png(torch.rand(3, *size, generator=torch.Generator().manual_seed(k)), path / f"p{k}.png")
+    return path
+
+
+def test_command_line_trains_on_a_folder_and_evaluates_on_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))  # the decoded copies go there
+    images = _png_folder(tmp_path / "train")
+    held_out = _png_folder(tmp_path / "eval", n=2, size=(48, 40))
+    out = tmp_path / "run.pt"
+    assert irn.main(["train", "--scale", "2", "--profile", "test", "--out", str(out), "--device", "cpu",
+                     "--steps", "2", "--data", str(images), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"3 images of {images}" in printed and "done: 2 steps" in printed
+    assert irn.main(["evaluate", "--checkpoint", str(out), "--eval", str(held_out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{held_out} (2 images" in printed and "p0" in printed and "p1" in printed and "astronaut" not in printed
+    with pytest.raises(ValueError, match="evaluation set"):
+        irn.main(["train", "--scale", "2", "--profile", "test", "--out", str(tmp_path / "x.pt"), "--device", "cpu",
+                  "--data", "set5"])
+
+
+def test_training_on_a_folder_resumes_exactly_with_loader_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "cache"))
+    images = _png_folder(tmp_path / "train")
+    cfg = irn.train_config("test", steps=4, patch=32, batch=2, milestones=())  # no lr step: 2 + 2 steps = 4 steps
+    whole, _ = irn.train(2, cfg, data=str(images), device="cpu", progress=False, workers=1)
+    ckpt = tmp_path / "run.pt"
+    irn.train(2, irn.train_config("test", steps=2, patch=32, batch=2, milestones=()), data=str(images),
+              device="cpu", progress=False, checkpoint=ckpt, workers=0)
+    resumed, _ = irn.train(2, cfg, data=str(images), device="cpu", progress=False, checkpoint=ckpt, workers=1)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_time_limit_stops_the_run_and_a_second_call_goes_on(tmp_path, capsys):
+    cfg = irn.train_config("test", steps=3)
+    ckpt = tmp_path / "run.pt"
+    _, history = irn.train(2, cfg, checkpoint=ckpt, device="cpu", progress=False, max_seconds=1e-9)
+    assert torch.load(ckpt, weights_only=True)["step"] == 1 and "stopped at the time limit" in capsys.readouterr().out
+    _, history = irn.train(2, cfg, checkpoint=ckpt, device="cpu", progress=False, max_seconds=600)
+    assert history.steps[-1] == 3

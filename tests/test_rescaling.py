@@ -308,3 +308,86 @@ def test_both_command_lines_share_the_flags_and_the_evaluate_command():
         assert getattr(a, key) == getattr(b, key)
     assert irn_parser().parse_args(["evaluate", "--scale", "4"]).scale == 4
     assert hcflow_parser().parse_args(["evaluate", "--mode", "sr", "--nll"]).nll
+
+
+def test_evaluation_sets_photos_a_folder_and_a_missing_test_set(tmp_path, monkeypatch):
+    what, images = evaluation.evaluation_set("photos")
+    assert images is None and "astronaut" in what
+    data.photos.save_png(torch.rand(1, 40, 48), tmp_path / "gray.png")  # gray images become RGB
+    data.photos.save_png(torch.rand(3, 32, 32), tmp_path / "b.png")
+    what, images = evaluation.evaluation_set(tmp_path)
+    assert list(images) == ["b", "gray"] and images["gray"].shape == (3, 40, 48) and "2 images" in what
+    rows = evaluation.evaluate(HaarRescaler(), images)["rows"]
+    assert [r["image"] for r in rows] == ["b", "gray"]
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "empty_cache"))
+    with pytest.raises(FileNotFoundError, match="set5"):  # offline: not cached, and no download asked for
+        evaluation.evaluation_set("set5", download=False)
+    with pytest.raises(FileNotFoundError, match="nor a folder"):
+        evaluation.evaluation_set(tmp_path / "missing")
+
+
+def test_lpips_is_optional_and_its_column_shows_when_given(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "lpips", None)  # neither package importable: None and a reason
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    monkeypatch.setitem(sys.modules, "torchmetrics.image", None)
+    monkeypatch.setitem(sys.modules, "torchmetrics.image.lpip", None)
+    fn, why = evaluation.lpips_metric()
+    assert fn is None and "pip install lpips" in why
+
+    class FakeLPIPS(torch.nn.Module):  # the lpips package's interface: LPIPS(net=...)(x, y, normalize=True)
+        def __init__(self, net, verbose):
+            super().__init__()
+
+        def forward(self, x, y, normalize=False):
+            assert normalize
+            return ((x - y) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=FakeLPIPS, __version__="0.1.4"))
+    fn, source = evaluation.lpips_metric()
+    assert "lpips package" in source
+    results = evaluation.evaluate(HaarRescaler(), [rand_img(3, 32, 32, dtype=torch.float32)], lpips=fn)
+    assert results["lpips"] >= 0 and "LPIPS" in evaluation.format_results(results)
+
+    def broken(net, verbose):
+        raise OSError("no network")
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=broken))
+    fn, why = evaluation.lpips_metric()
+    assert fn is None and "no network" in why
+
+
+def test_upcast_makes_half_precision_float32_and_leaves_the_rest():
+    assert rescaling.upcast(torch.zeros(1, dtype=torch.float16)).dtype == torch.float32
+    assert rescaling.upcast(torch.zeros(1, dtype=torch.bfloat16)).dtype == torch.float32
+    assert rescaling.upcast(torch.zeros(1, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_losses_take_their_sums_in_float32_under_autocast():
+    torch.manual_seed(0)
+    model = irn.IRN(2, blocks=1, growth=4)
+    hr = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = irn.irn_loss(model, hr, generator=torch.Generator().manual_seed(0))
+        rs = hcflow.HCFlow(4, "rescale", flow_steps=1, cond_steps=1, hidden=8, cond_hidden=8, rrdb_blocks=(1, 0),
+                           nf=8, gc=4)
+        nll = hcflow.log_likelihood(rs, hr, generator=torch.Generator().manual_seed(0))
+    assert loss.dtype == torch.float32 and nll.dtype == torch.float32
+    assert torch.isfinite(loss) and torch.isfinite(nll).all()
+
+
+def test_command_lines_take_the_data_eval_time_and_precision_flags():
+    from course_lib.hcflow.__main__ import parser as hcflow_parser
+    from course_lib.irn.__main__ import parser as irn_parser
+
+    for p, extra in ((irn_parser(), ["--scale", "4"]), (hcflow_parser(), ["--mode", "sr"])):
+        a = p.parse_args(["train", *extra, "--out", "x.pt"])
+        assert (a.data, a.workers, a.max_seconds, a.amp) == ("photos", None, None, None)
+        a = p.parse_args(["train", *extra, "--out", "x.pt", "--data", "div2k", "--workers", "3", "--max-seconds",
+                          "60", "--no-amp"])
+        assert (a.data, a.workers, a.max_seconds, a.amp) == ("div2k", 3, 60.0, False)
+        e = p.parse_args(["evaluate", "--checkpoint", "x.pt"])
+        assert e.eval == "photos" and not e.lpips
+        assert p.parse_args(["evaluate", "--checkpoint", "x.pt", "--eval", "set5", "--lpips"]).eval == "set5"

@@ -186,7 +186,9 @@ class PrefetchedBatches:
     Calling it with the steps ``s, s + 1, s + 2, ...`` (as a training loop does) returns the batches
     the workers prepared in order; a call out of sequence (a resumed run) restarts the workers at
     that step. The result is always exactly ``batch_fn(step)``: the batches depend on the step
-    only, never on which worker made them. ``workers=0`` calls ``batch_fn`` directly.
+    only, never on which worker made them, and starting the workers does not draw from torch's
+    global random state (a training run's other random numbers stay the same). ``workers=0``
+    calls ``batch_fn`` directly.
 
     Args:
         batch_fn: a picklable ``batch_fn(step)`` (:class:`FolderPatches`,
@@ -210,7 +212,8 @@ class PrefetchedBatches:
         self.close()
         loader = torch.utils.data.DataLoader(
             _Steps(self.batch_fn, self.stop), batch_size=None, sampler=range(step, self.stop),
-            num_workers=self.workers, prefetch_factor=self.prefetch, pin_memory=self.pin_memory)
+            num_workers=self.workers, prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(0))  # its own: starting workers leaves torch's random state alone
         self._iter, self._next = iter(loader), step
 
     def __call__(self, step: int) -> torch.Tensor:

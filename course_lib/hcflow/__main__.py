@@ -5,6 +5,17 @@
     python -m course_lib.hcflow evaluate --mode sr                   # the shipped checkpoint
     python -m course_lib.hcflow evaluate --checkpoint runs/hcflow_sr_x4.pt --draws 3
 
+The paper's data: ``--data div2k`` trains on the 800 DIV2K training images (downloaded once, 3.5
+GB; batches built ahead by ``--workers`` DataLoader processes), ``--eval set5`` (``set14``,
+``b100``, ``urban100``) evaluates on a test set; both also take a folder of images. The default,
+``photos``, is the packaged photos, offline. ``--max-seconds`` stops a session at a wall-clock
+limit (run again to continue); ``--amp`` / ``--no-amp`` (default: on for CUDA). The paper's batch
+of 16 160-px patches needs about 20 GB in float32: on a 16 GB GPU use mixed precision or
+``--batch 8`` (see ``benchmarks/gpu_budget.py``)::
+
+    python -m course_lib.hcflow train --mode sr --profile gpu --data div2k --out runs/hcflow_sr_x4.pt --max-seconds 3600
+    python -m course_lib.hcflow evaluate --checkpoint runs/hcflow_sr_x4.pt --eval set5
+
 An existing ``--out`` is resumed (training is exact on resume); ``--weights`` also writes a
 weights-only copy at the end (what ships in ``course_lib/checkpoints``). The flags shared with
 ``python -m course_lib.irn`` and the ``evaluate`` command come from
@@ -75,7 +86,8 @@ def _train(args: argparse.Namespace):
     print(f"HCFlow {args.mode} x{scale} | profile {profile} | device {device} | "
           f"threads {torch.get_num_threads()} | {cfg}", flush=True)
     return train(args.mode, scale, cfg, checkpoint=args.out, seed=args.seed, device=device,
-                 eval_every=args.eval_every, progress=not args.no_progress, model=model, features=args.features)
+                 eval_every=args.eval_every, progress=not args.no_progress, model=model, features=args.features,
+                 data=args.data, workers=args.workers, amp=args.amp, max_seconds=args.max_seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from course_lib import training
 from course_lib.degradation import bicubic_downscale
 from course_lib.flows import gaussian_log_prob
-from course_lib.rescaling import CHANNELS, as_rgb_batch, check_divisible, quantize
+from course_lib.rescaling import CHANNELS, as_rgb_batch, check_divisible, quantize, upcast
 
 from .model import HCFlow
 
@@ -46,8 +47,10 @@ VARIANTS = ("hcflow", "plus", "plusplus")
 
 
 def reference_lr(hr: Tensor, scale: int) -> Tensor:
-    """The LR image the LR part of the flow is matched to: MATLAB-bicubic, 8-bit quantised."""
-    return bicubic_downscale(hr, scale, quantize=True)
+    """The LR image the LR part of the flow is matched to: MATLAB-bicubic, 8-bit quantised (always
+    in float32, also under mixed precision)."""
+    with training.full_precision():
+        return bicubic_downscale(upcast(hr), scale, quantize=True)
 
 
 def dirac_lr_log_prob(lr: Tensor, lr_ref: Tensor, log_sigma: float = LR_LOG_SIGMA) -> Tensor:
@@ -77,7 +80,9 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
                    log_sigma: float = LR_LOG_SIGMA) -> Tensor:
     """``log p(hr | lr)`` per image in nats, shape (N,) (module docstring; dequantised, so a bound
     on the discrete likelihood). ``lr`` defaults to :func:`reference_lr`. ``quant=1`` with
-    ``generator`` fixed, or pass already continuous data with ``quant=None`` and the model's mode."""
+    ``generator`` fixed, or pass already continuous data with ``quant=None`` and the model's mode.
+    Under mixed precision the flow runs in float16 where autocast allows it; the sum of the terms
+    (the LR term weighs errors by ``e^12``) is taken in float32."""
     x, _ = as_rgb_batch(hr, "hr", "log_likelihood")
     check_divisible(x, model.scale, "log_likelihood")
     lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "log_likelihood")[0]
@@ -86,9 +91,11 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
     y, ld_deq = dequantize(x, quant if quant is not None else QUANT[model.mode], generator)
     out, logdet = model(y)
     lr_out, z = out[:, :CHANNELS], out[:, CHANNELS:]
-    if quantize_lr:
-        lr_out = quantize(lr_out)
-    return gaussian_log_prob(z) + dirac_lr_log_prob(lr_out, lr_ref, log_sigma) + logdet + ld_deq
+    with training.full_precision():
+        lr_out, z = upcast(lr_out), upcast(z)
+        if quantize_lr:
+            lr_out = quantize(lr_out)
+        return gaussian_log_prob(z) + dirac_lr_log_prob(lr_out, upcast(lr_ref), log_sigma) + upcast(logdet) + ld_deq
 
 
 def dequantized_nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, **kwargs) -> Tensor:
@@ -204,11 +211,13 @@ def rescaling_loss(model: HCFlow, hr: Tensor, weights: RescalingLossWeights | No
     x, _ = as_rgb_batch(hr, "hr", "rescaling_loss")
     check_divisible(x, model.scale, "rescaling_loss")
     lr, z = model.encode(x)
-    lr_c = lr.clamp(0.0, 1.0)
-    l_lr = ((lr_c - reference_lr(x, model.scale)) ** 2).mean()
-    l_z = (z**2).mean()
-    lr_q = quantize(lr_c)
+    with training.full_precision():  # the losses in float32 under mixed precision
+        lr_c = upcast(lr).clamp(0.0, 1.0)
+        l_lr = ((lr_c - reference_lr(x, model.scale)) ** 2).mean()
+        l_z = (upcast(z) ** 2).mean()
+        lr_q = quantize(lr_c)
     x_rec = model.decode(lr_q, model.sample_z(lr_q, w.temperature, generator))
-    l_hr = (x_rec - x).abs().mean()
+    with training.full_precision():
+        l_hr = (upcast(x_rec) - x).abs().mean()
     total = w.lr * l_lr + w.z * l_z + w.hr * l_hr
     return total, {"lr": l_lr.item(), "z": l_z.item(), "hr": l_hr.item()}

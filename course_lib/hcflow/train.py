@@ -3,7 +3,9 @@
 * :func:`train` runs the shared loop (:class:`course_lib.training.Trainer`: progress bar,
   checkpoints, exact resume, seeding) with HCFlow's optimiser settings: Adam(0.9, 0.99), gradient
   value clip 5 and norm clip 100, learning rate halved at 50/75/90/95 % of the steps (SR) or
-  20/40/60/80/90 % (rescaling), as the official configurations do for 300k / 500k iterations.
+  20/40/60/80/90 % (rescaling), as the official configurations do for 300k / 500k iterations;
+  on the packaged photos, DIV2K or a folder (``data``), with mixed precision on CUDA and an
+  optional wall-clock limit per session.
 * ``TRAIN_CONFIGS[mode][profile]`` holds the sizes of a run (profiles ``test`` / ``cpu`` / ``gpu``
   of :mod:`course_lib.config`), :func:`train_config` picks one and overrides fields.
 * :func:`load_hcflow` rebuilds a model from a checkpoint (its ``model_config``, or for older
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 from course_lib import config, evaluation, training
-from course_lib.data import training_sampler
+from course_lib.data.loader import training_batches
 
 from .losses import RescalingLossWeights, SRLossWeights, reference_lr, rescaling_loss, sr_loss
 from .model import Architecture, HCFlow, check_mode, check_scale, legacy_config
@@ -131,7 +133,9 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
           seed: int = 0, device: torch.device | str | None = None, eval_every: int = 0,
           eval_crop: int = 128, progress: bool = True, model: HCFlow | None = None,
           checkpoint_every: int | None = None, images: Sequence | None = None,
-          features: str | os.PathLike | None = None) -> tuple[HCFlow, training.History]:
+          features: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+          workers: int | None = None, amp: bool | None = None,
+          max_seconds: float | None = None) -> tuple[HCFlow, training.History]:
     """Train an HCFlow of ``mode`` ('sr' or 'rescale') and ``scale`` on the training photos.
 
     With ``checkpoint`` an existing file of the same tag is resumed (exactly: batches depend on the
@@ -147,6 +151,14 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     each step updates the flow on ``sr_loss`` with the perceptual and GAN terms, then the
     discriminator on real patches vs samples at temperature 0.9 (:func:`course_lib.losses.gan_critics`;
     ``features`` is an optional VGG-19 weights file). The checkpoint holds the discriminator too.
+
+    ``data``: ``None``/``"photos"`` (the packaged photos and dead leaves), ``"div2k"`` or a folder of
+    images (:func:`course_lib.data.loader.training_batches`); ``workers`` DataLoader processes
+    build the batches ahead (default: 2 on CUDA, else none). ``amp``: mixed precision for the
+    flow's update (default: on for CUDA; the likelihood and log-determinants are summed in float32,
+    :func:`course_lib.hcflow.losses.log_likelihood`). ``max_seconds``: stop after that much
+    wall-clock time in this session, checkpoint written; calling again resumes
+    (:meth:`course_lib.training.Trainer.run`).
     """
     check_mode(mode)
     check_scale(scale)
@@ -160,11 +172,17 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     elif model.mode != mode or model.scale != scale:
         raise ValueError(f"model is {model.tag}, asked to train hcflow-{mode}-x{scale}")
     model.to(device)
-    batch_fn = training_sampler(cfg.patch, cfg.batch, scale=scale, seed=seed,
-                                dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
+    workers = (2 if device.type == "cuda" else 0) if workers is None else workers
+    batch_fn, source = training_batches(data, cfg.patch, cfg.batch, scale=scale, seed=seed,
+                                        dead_leaves_fraction=cfg.dead_leaves_fraction, images=images,
+                                        workers=workers, stop=cfg.steps, pin_memory=device.type == "cuda",
+                                        progress=progress)
+    if data is not None and str(data) != "photos":
+        print(f"HCFlow {mode} x{scale}: training on {source}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(mode, cfg.steps), gamma=0.5)
     modules, optimizers = {"model": model}, {"optimizer": optimizer}
+    mixed = training.MixedPrecision(device, amp if device.type == "cuda" else False)  # float16 on CUDA
     perceptual = discriminator = None
     if mode == "sr" and cfg.variant == "plusplus":
         if not fine_tune and not (checkpoint is not None and Path(checkpoint).exists()):
@@ -190,15 +208,17 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         return training.discriminator_step(discriminator, optimizers["discriminator"], hr, fake)
 
     def step_fn(step: int) -> dict[str, float]:
-        hr = batch_fn(step).to(device)
+        hr = batch_fn(step).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss, logs = loss_fn(model, hr)
+        with mixed.autocast():
+            loss, logs = loss_fn(model, hr)
         if not torch.isfinite(loss):  # skip the update, keep the last finite values in the log
             return {**last, "skipped": 1.0} if last else {"loss": 0.0, "skipped": 1.0}
-        loss.backward()
+        mixed.backward(loss)
+        mixed.unscale_(optimizer)
         torch.nn.utils.clip_grad_value_(params, cfg.grad_clip_value)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-        optimizer.step()
+        mixed.step(optimizer)
         last.update({"loss": loss.item(), **logs})
         if discriminator is not None:
             last["d_loss"] = discriminator_step(hr)
@@ -208,7 +228,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         return evaluation.training_logs(model, crop=eval_crop, device=device)
 
     trainer = training.Trainer(
-        modules, optimizers, step_fn, schedulers={"scheduler": scheduler},
+        modules, optimizers, step_fn, schedulers={"scheduler": scheduler}, amp=mixed,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every or max(1, min(250, cfg.steps // 10 or 1)),
         eval_fn=eval_fn if eval_every else None, eval_every=eval_every, tag=model.tag,
@@ -216,7 +236,11 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     )
     if trainer.step == 0 and seed is not None:
         torch.manual_seed(seed)
-    history = trainer.run(cfg.steps)
+    try:
+        history = trainer.run(cfg.steps, max_seconds=max_seconds)
+    finally:
+        if hasattr(batch_fn, "close"):
+            batch_fn.close()
     model.eval()
     return model, history
 

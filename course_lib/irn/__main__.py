@@ -4,6 +4,15 @@
     python -m course_lib.irn train --scale 4 --variant plus --init runs/irn_x4.pt --out runs/irn+_x4.pt
     python -m course_lib.irn evaluate --checkpoint runs/irn_x4.pt      # or --scale 4: shipped model
 
+The paper's data: ``--data div2k`` trains on the 800 DIV2K training images (downloaded once, 3.5
+GB; batches built ahead by ``--workers`` DataLoader processes), ``--eval set5`` (``set14``,
+``b100``, ``urban100``) evaluates on a test set; both also take a folder of images. The default,
+``photos``, is the packaged photos, offline. ``--max-seconds`` stops a session at a wall-clock
+limit (run again to continue); ``--amp`` / ``--no-amp`` (default: on for CUDA)::
+
+    python -m course_lib.irn train --scale 4 --profile gpu --data div2k --out runs/irn_x4.pt --max-seconds 3600
+    python -m course_lib.irn evaluate --checkpoint runs/irn_x4.pt --eval set5
+
 An existing ``--out`` is resumed (training is exact on resume); ``--weights`` also writes a
 weights-only copy at the end (what ships in ``course_lib/checkpoints``). The flags shared with
 ``python -m course_lib.hcflow`` and the ``evaluate`` command come from
@@ -40,7 +49,6 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--patch", type=int, default=None, help="HR patch size (paper: 144)")
     t.add_argument("--batch", type=int, default=None, help="batch size (paper: 16)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 2e-4)")
-    t.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     t.add_argument("--variant", choices=("irn", "plus"), default="irn",
                    help="irn: the three losses; plus: IRN+ adversarial fine-tuning of --init")
     t.add_argument("--d-init-steps", type=int, default=0,
@@ -65,9 +73,11 @@ def _train(args: argparse.Namespace):
             raise SystemExit("IRN+ fine-tunes a trained IRN: pass --init <IRN checkpoint> "
                              "(also when resuming, for the architecture)")
         return train_plus(init, cfg, checkpoint=args.out, seed=args.seed, device=device,
-                          d_init_steps=args.d_init_steps, features=args.features, progress=not args.no_progress)
+                          d_init_steps=args.d_init_steps, features=args.features, progress=not args.no_progress,
+                          data=args.data, max_seconds=args.max_seconds)
     return train(scale, cfg, checkpoint=args.out, seed=args.seed, device=device, amp=args.amp,
-                 eval_every=args.eval_every, model=init, progress=not args.no_progress)
+                 eval_every=args.eval_every, model=init, progress=not args.no_progress, data=args.data,
+                 workers=args.workers, max_seconds=args.max_seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from course_lib import training
 from course_lib.degradation import imresize
-from course_lib.rescaling import as_rgb_batch, check_divisible, quantize
+from course_lib.rescaling import as_rgb_batch, check_divisible, quantize, upcast
 
 from .model import IRN, check_scale
 
@@ -112,12 +113,15 @@ def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
     check_divisible(x, model.scale, "irn_loss")
     w = weights if weights is not None else LossWeights.paper(model.scale)
     lr, z = model.encode(x)
-    l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
-    l_distr = distribution_loss(z)
-    lr_q = quantize(lr)
+    with training.full_precision():  # the sums of squares in float32 under mixed precision (float16 overflows at 65504)
+        lr = upcast(lr)
+        l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
+        l_distr = distribution_loss(upcast(z))
+        lr_q = quantize(lr)
     x_rec = model.decode(lr_q, model.sample_z(lr_q, 1.0, generator))
-    l_recon = reconstruction_loss(x, x_rec)
-    total = w.fit * l_guide + w.rec * l_recon + w.ce * l_distr
+    with training.full_precision():
+        l_recon = reconstruction_loss(x, upcast(x_rec))
+        total = w.fit * l_guide + w.rec * l_recon + w.ce * l_distr
     return total, {"guide": l_guide.item(), "recon": l_recon.item(), "distr": l_distr.item()}
 
 

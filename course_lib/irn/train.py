@@ -1,8 +1,10 @@
 """Training and loading of IRN models (same shape as :mod:`course_lib.hcflow.train`).
 
-* :func:`train` runs the shared loop (:func:`course_lib.training.fit`: progress bar, checkpoints,
-  exact resume, seeding) on :func:`course_lib.irn.losses.irn_loss` with the official optimiser
-  settings; :func:`train_plus` fine-tunes a trained IRN into IRN+ with a discriminator.
+* :func:`train` runs the shared loop (:class:`course_lib.training.Trainer`: progress bar,
+  checkpoints, exact resume, seeding) on :func:`course_lib.irn.losses.irn_loss` with the official
+  optimiser settings, on the packaged photos, DIV2K or a folder (``data``), with mixed precision on
+  CUDA and an optional wall-clock limit per session; :func:`train_plus` fine-tunes a trained IRN
+  into IRN+ with a discriminator.
 * ``TRAIN_CONFIGS`` holds the sizes of a run per profile (``test`` / ``cpu`` / ``gpu``, the
   profiles of :mod:`course_lib.config`), :func:`train_config` picks one and overrides fields.
 * :func:`load_irn` rebuilds a model from a checkpoint: from its ``model_config`` (the
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from course_lib import config, evaluation, training
-from course_lib.data import training_sampler
+from course_lib.data.loader import training_batches
 
 from .losses import LossWeights, irn_loss, irn_plus_loss
 from .model import IRN, check_scale, legacy_config
@@ -93,16 +95,23 @@ def lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opt
 
 
 def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
-          seed: int = 0, device: torch.device | str | None = None, amp: bool = False,
+          seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
           eval_every: int = 0, eval_crop: int = 128, progress: bool = True,
-          model: IRN | None = None, images: Sequence | None = None) -> tuple[IRN, training.History]:
-    """Train an IRN with :func:`course_lib.training.fit` (Adam, MultiStepLR halving at
-    ``cfg.milestones``: 20/40/60/80% of the steps like the official schedule by default; gradient
-    clipping). With ``checkpoint`` an existing file of the same scale is resumed; the checkpoint
-    stores the model's constructor arguments (``model_config``). ``eval_every`` > 0 logs held-out
-    figures on centre crops (:func:`course_lib.evaluation.training_logs`: ``eval_psnr`` and
-    ``eval_lr_vs_bicubic_psnr``). ``seed`` fixes the initial weights and the batches (a rerun gives
-    the same model); ``images`` (names or tensors) replaces ``data.TRAIN_PHOTOS``.
+          model: IRN | None = None, images: Sequence | None = None, data: str | os.PathLike | None = None,
+          workers: int | None = None, max_seconds: float | None = None) -> tuple[IRN, training.History]:
+    """Train an IRN on the shared loop (:class:`course_lib.training.Trainer`; Adam, MultiStepLR
+    halving at ``cfg.milestones``: 20/40/60/80% of the steps like the official schedule by default;
+    gradient clipping). With ``checkpoint`` an existing file of the same scale is resumed; the
+    checkpoint stores the model's constructor arguments (``model_config``). ``eval_every`` > 0 logs
+    held-out figures on centre crops (:func:`course_lib.evaluation.training_logs`: ``eval_psnr``
+    and ``eval_lr_vs_bicubic_psnr``). ``seed`` fixes the initial weights and the batches (a rerun
+    gives the same model); ``images`` (names or tensors) replaces ``data.TRAIN_PHOTOS``.
+
+    ``data``: ``None``/``"photos"`` (the packaged photos and dead leaves), ``"div2k"`` or a folder of
+    images (:func:`course_lib.data.loader.training_batches`); ``workers`` DataLoader processes
+    build the batches ahead (default: 2 on CUDA, else none). ``amp``: mixed precision (default: on
+    for CUDA; the losses stay float32). ``max_seconds``: stop after that much wall-clock time in
+    this session, checkpoint written; calling again resumes (:meth:`course_lib.training.Trainer.run`).
 
     Paper: Xiao et al. 2020, sec. 4 (ECCV version; training settings, equation numbers not verified) · Book: chapter
     5, section "A short training run" · Official code: pkuxmq/Invertible-Image-Rescaling,
@@ -121,30 +130,57 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
         torch.manual_seed(seed)  # the initial weights depend on the seed too: a rerun is identical
         model = IRN(scale, cfg.blocks, cfg.growth)
     model.to(device)
-    batch_fn = training_sampler(cfg.patch, cfg.batch, scale=scale, seed=seed,
-                                dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
+    workers = (2 if device.type == "cuda" else 0) if workers is None else workers
+    batch_fn, source = training_batches(data, cfg.patch, cfg.batch, scale=scale, seed=seed,
+                                        dead_leaves_fraction=cfg.dead_leaves_fraction, images=images,
+                                        workers=workers, stop=cfg.steps, pin_memory=device.type == "cuda",
+                                        progress=progress)
+    if data is not None and str(data) != "photos":
+        print(f"IRN x{scale}: training on {source}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  weight_decay=cfg.weight_decay)
     scheduler = lr_schedule(optimizer, cfg)
     weights = LossWeights.paper(scale)
+    mixed = training.MixedPrecision(device, amp if device.type == "cuda" else False)  # float16 on CUDA
+
+    def step_fn(step: int) -> dict[str, float]:
+        hr = batch_fn(step).to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with mixed.autocast():
+            loss, logs = irn_loss(model, hr, weights)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
+                                     "lower the learning rate or clip gradients")
+        mixed.backward(loss)
+        mixed.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        mixed.step(optimizer)
+        return {"loss": loss.item(), **logs}
 
     def eval_fn(step: int) -> dict[str, float]:
         return evaluation.training_logs(model, crop=eval_crop, device=device)
 
-    history = training.fit(
-        model, lambda m, batch: irn_loss(m, batch, weights), batch_fn, cfg.steps,
-        optimizer=optimizer, scheduler=scheduler, grad_clip=cfg.grad_clip, amp=amp,
-        checkpoint=checkpoint, checkpoint_every=max(1, min(500, cfg.steps // 10 or 1)),
-        eval_fn=eval_fn if eval_every else None, eval_every=eval_every, seed=seed,
-        tag=model.tag, device=device, desc=f"IRN x{scale}", progress=progress, model_config=model.config(),
+    trainer = training.Trainer(
+        {"model": model}, {"optimizer": optimizer}, step_fn, schedulers={"scheduler": scheduler}, checkpoint=checkpoint,
+        checkpoint_every=max(1, min(500, cfg.steps // 10 or 1)), eval_fn=eval_fn if eval_every else None,
+        eval_every=eval_every, tag=model.tag, desc=f"IRN x{scale}", progress=progress,
+        model_config=model.config(), amp=mixed,
     )
+    if trainer.step == 0 and seed is not None:
+        torch.manual_seed(seed)  # as training.fit: the random z of the first steps depend on the seed
+    try:
+        history = trainer.run(cfg.steps, max_seconds=max_seconds)
+    finally:
+        if hasattr(batch_fn, "close"):
+            batch_fn.close()
     return model, history
 
 
 def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
                seed: int = 0, device: torch.device | str | None = None, d_init_steps: int = 0,
                features: str | os.PathLike | None = None, progress: bool = True,
-               images: Sequence | None = None) -> tuple[IRN, training.History]:
+               images: Sequence | None = None, data: str | os.PathLike | None = None,
+               max_seconds: float | None = None) -> tuple[IRN, training.History]:
     """Fine-tune a trained IRN into IRN+ (official ``train_IRN+_x4.yml``).
 
     Each step updates the IRN on :func:`course_lib.irn.losses.irn_plus_loss` (with the perceptual
@@ -153,7 +189,7 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
     the first ``d_init_steps`` steps only the discriminator learns (official ``D_init_iters``). The
     critics come from :func:`course_lib.losses.gan_critics` (``features``: a VGG-19 weights file).
     The checkpoint holds both networks and the IRN's ``model_config``, so an interrupted run
-    resumes exactly.
+    resumes exactly. ``data`` and ``max_seconds`` as in :func:`train` (no mixed precision here).
 
     Paper: Xiao et al. 2020, sec. 4 (ECCV version; IRN+, equation numbers not verified) · Book: chapter 5, section
     "IRN+: matching the distribution of images, not only of z" · Official code: pkuxmq/Invertible-Image-Rescaling,
@@ -167,8 +203,8 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
     perceptual, discriminator = losses.gan_critics(features=features)
     perceptual.to(device)
     discriminator.to(device)
-    batch_fn = training_sampler(cfg.patch, cfg.batch, scale=model.scale, seed=seed,
-                                dead_leaves_fraction=cfg.dead_leaves_fraction, images=images)
+    batch_fn, _ = training_batches(data, cfg.patch, cfg.batch, scale=model.scale, seed=seed,
+                                   dead_leaves_fraction=cfg.dead_leaves_fraction, images=images, progress=progress)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     scheduler = lr_schedule(opt_g, cfg)
@@ -190,7 +226,7 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
         checkpoint_every=max(1, min(500, cfg.steps // 10 or 1)), tag=model.tag,
         desc=f"IRN+ x{model.scale}", progress=progress, model_config=model.config(),
     )
-    history = trainer.run(cfg.steps)
+    history = trainer.run(cfg.steps, max_seconds=max_seconds)
     model.eval()
     return model, history
 
