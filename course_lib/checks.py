@@ -21,7 +21,8 @@ def check_unit_range(img: torch.Tensor, name: str, *, data_range: float = 1.0) -
     for overshoot), naming what it got and what is expected."""
     if img.numel() == 0:
         return
-    low, high = float(img.min()) / data_range, float(img.max()) / data_range
+    values = img.detach()
+    low, high = float(values.min()) / data_range, float(values.max()) / data_range
     if low >= -RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE:
         return
     hint = ""
