@@ -27,12 +27,15 @@ from .photos import (
     EVAL_PHOTOS,
     EXTRA_PHOTOS,
     TRAIN_PHOTOS,
+    ImageFile,
     from_numpy_image,
     list_photos,
     load_image,
     load_photo,
     photo_info,
+    read_image_file,
     rgb_to_luma,
+    save_png,
     to_numpy_image,
 )
 from .toy2d import (
@@ -48,7 +51,7 @@ from .toy2d import (
 
 __all__ = [
     "EVAL_PHOTOS", "TRAIN_PHOTOS", "EXTRA_PHOTOS", "list_photos", "photo_info", "load_photo",
-    "load_image", "to_numpy_image", "from_numpy_image", "rgb_to_luma",
+    "load_image", "read_image_file", "ImageFile", "save_png", "to_numpy_image", "from_numpy_image", "rgb_to_luma",
     "dead_leaves", "dead_leaves_batch",
     "PatchSampler", "PatchDataset", "dihedral", "seeded_generator", "training_sampler",
     "Toy2D", "GaussianMixture", "Rings", "TwoMoons", "Ridge", "EntropyEstimate", "make_toy",
