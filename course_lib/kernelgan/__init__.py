@@ -37,7 +37,11 @@ The modules, one concept each:
 * :mod:`course_lib.kernelgan.schedule`: ``ConstraintSchedule`` (when the bicubic prior fades and the
   late terms start);
 * :mod:`course_lib.kernelgan.recurrence`: ``cross_scale_recurrence``, the principle measured directly;
-* :mod:`course_lib.kernelgan.gan`: the trainer ``KernelGAN`` and ``estimate_kernel``.
+* :mod:`course_lib.kernelgan.gan`: the trainer ``KernelGAN`` and ``estimate_kernel``;
+* :mod:`course_lib.kernelgan.fkp`: FKP's flow-based kernel prior (``KernelFlow``,
+  ``load_kernel_flow``) and KernelGAN-FKP (``KernelGANFKP``, ``estimate_kernel_fkp``);
+* :mod:`course_lib.kernelgan.diagram`: schematics of G, D and FKP in the loop (``draw_kernelgan``,
+  ``draw_kernelgan_fkp``).
 
 Kernel utilities that are not GAN-specific live in :mod:`course_lib.degradation.kernels`
 (``post_process_kernel``, ``analytic_x4_kernel``, ``embed_kernel``) and the kernel error in
@@ -55,6 +59,13 @@ range on G's outputs, as the official code adds it), regulariser weights 0.5 (su
 with ``n = 40``. The stride sits in the last layer, as in the official code since its pull request
 #10 (earlier versions strided the first layer, which made ``G`` differ from the extracted 13x13
 kernel).
+
+Two details of the official code decide whether ``G`` trains at all (chapter 7, "The collapse"):
+its bicubic prior compares each output channel with the *sum* of the three channels' bicubic
+downscalings, so that its switch threshold (0.4) is not met by a zero kernel
+(``KernelGANConfig.bicubic_reference``); and ``G`` must reach the bicubic-like kernel before the
+adversarial term can pull it around (``KernelGANConfig.adversarial_after_bicubic``; our addition,
+see the config's docstring).
 
 Deliberate differences: the official data loader adds the real crops' noise *in place* to the stored
 image, so the image grows noisier during training; here every step draws fresh noise on a copy. Our
@@ -83,6 +94,8 @@ from course_lib.metrics import kernel_error
 
 from .config import PAPER_ITERATIONS, REGULARIZERS, KernelGANConfig
 from .crops import crop_probabilities, gradient_weight_map, sample_crop_corners
+from .diagram import draw_kernelgan, draw_kernelgan_fkp
+from .fkp import KernelFlow, KernelGANFKP, estimate_kernel_fkp, load_kernel_flow
 from .gan import KernelGAN, estimate_kernel
 from .networks import DeepLinearGenerator, KernelGANDiscriminator, downscale_valid
 from .recurrence import cross_scale_recurrence
@@ -120,4 +133,10 @@ __all__ = [
     "estimate_kernel",
     "REGULARIZERS",
     "PAPER_ITERATIONS",
+    "KernelFlow",
+    "KernelGANFKP",
+    "estimate_kernel_fkp",
+    "load_kernel_flow",
+    "draw_kernelgan",
+    "draw_kernelgan_fkp",
 ]

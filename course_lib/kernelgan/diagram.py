@@ -1,0 +1,134 @@
+"""Schematics of KernelGAN (its generator G and discriminator D) and of KernelGAN-FKP (the flow's
+kernel in G's place), drawn with matplotlib from the configuration, so that the figure shows the
+layer sizes the code uses. Self-contained: boxes and arrows only."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from .config import KernelGANConfig
+
+__all__ = ["draw_kernelgan", "draw_kernelgan_fkp"]
+
+_G_COLOUR, _D_COLOUR, _DATA_COLOUR, _LOSS_COLOUR, _FLOW_COLOUR = "#cfe2f3", "#f4cccc", "#eeeeee", "#fff2cc", "#d9ead3"
+
+
+def _box(ax, x, y, w, h, text, colour, fontsize=8):
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", fc=colour, ec="#444444",
+                                lw=0.8))
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+
+
+def _arrow(ax, start, end, text=None, style="-|>", colour="#333333", offset=(0.0, 0.08)):
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=10, color=colour, lw=0.9,
+                                 shrinkA=2, shrinkB=2))
+    if text:
+        ax.text((start[0] + end[0]) / 2 + offset[0], (start[1] + end[1]) / 2 + offset[1], text, ha="center",
+                va="bottom", fontsize=7, color=colour)
+
+
+def _discriminator(ax, config: KernelGANConfig, x0: float, y: float, d_in: int) -> float:
+    """D's layers from ``x0`` rightwards at height ``y``; returns the x of D's output."""
+    k, c = config.d_kernel_size, config.d_channels
+    d_out = d_in - (k - 1)
+    layers = [f"{k}x{k} conv\n{c} ch, SN"] + ["1x1 conv\nSN, BN, ReLU"] * (config.d_layers - 2) + ["1x1 conv\nSN, sigmoid"]
+    step = 0.95
+    for i, text in enumerate(layers):
+        _box(ax, x0 + i * step, y, 0.82, 0.5, text, _D_COLOUR, fontsize=6)
+        if i:
+            _arrow(ax, (x0 + (i - 1) * step + 0.41, y), (x0 + i * step - 0.41, y))
+    out_x = x0 + len(layers) * step + 0.35
+    _arrow(ax, (x0 + (len(layers) - 1) * step + 0.41, y), (out_x - 0.3, y))
+    _box(ax, out_x + 0.25, y, 1.0, 0.5, f"{d_out}x{d_out} map\nP(real patch)", _DATA_COLOUR, fontsize=6)
+    return out_x + 0.25
+
+
+def draw_kernelgan(config: KernelGANConfig | None = None, ax=None):
+    """KernelGAN: G (a deep linear network, strided last layer) downscales a crop of the LR image;
+    D (a fully convolutional patch discriminator) tells G's patches from the image's own. Returns
+    the figure."""
+    config = config or KernelGANConfig()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 4.2))
+    else:
+        fig = ax.figure
+    crop, k = config.crop_size, config.kernel_size
+    g_out = (crop - k) // 2 + 1
+    y_g, y_real = 2.2, 0.6
+    _box(ax, 0.55, y_g, 1.0, 0.6, f"LR crop\n{crop}x{crop}", _DATA_COLOUR)
+    structure = config.g_structure
+    step = 0.9
+    x = 1.55
+    for i, size in enumerate(structure):
+        last = i == len(structure) - 1
+        cin = 1 if i == 0 else config.g_channels
+        cout = 1 if last else config.g_channels
+        text = f"{size}x{size}\n{cin}->{cout}" + ("\nstride 2" if last else "")
+        _box(ax, x + i * step, y_g, 0.75, 0.6, text, _G_COLOUR, fontsize=6)
+        _arrow(ax, (x + (i - 1) * step + 0.38 if i else 1.05, y_g), (x + i * step - 0.38, y_g))
+    end = x + (len(structure) - 1) * step
+    ax.text((x + end) / 2, y_g + 0.55, f"G: linear, no bias, one colour channel at a time = one {k}x{k} kernel,"
+            " then keep every 2nd pixel", ha="center", fontsize=7)
+    fake_x = end + 1.0
+    _arrow(ax, (end + 0.38, y_g), (fake_x - 0.45, y_g))
+    _box(ax, fake_x, y_g, 0.9, 0.6, f"G(crop)\n{g_out}x{g_out}", _DATA_COLOUR)
+    _box(ax, fake_x, y_real, 0.9, 0.6, f"real crop\n{g_out}x{g_out}", _DATA_COLOUR)
+    d_x0 = fake_x + 1.2
+    ymid = (y_g + y_real) / 2
+    _arrow(ax, (fake_x + 0.45, y_g), (d_x0 - 0.41, ymid + 0.1), "fake")
+    _arrow(ax, (fake_x + 0.45, y_real), (d_x0 - 0.41, ymid - 0.1), "real", offset=(0.0, -0.25))
+    out_x = _discriminator(ax, config, d_x0, ymid, g_out)
+    ax.text(d_x0 + 2.5, ymid + 0.45, "D: sees 7x7 patches only", ha="center", fontsize=7)
+    _box(ax, 3.7, 0.25, 5.6, 0.55, "R(k) on G's kernel: |1 - sum k| + boundaries + sparsity + centre;\n"
+         "bicubic prior |G(crop) - bicubic(crop)|^2 at the start", _LOSS_COLOUR, fontsize=7)
+    _box(ax, out_x, -0.35, 1.5, 0.55, "L1 to labels\n1 (real) / 0 (fake)", _LOSS_COLOUR, fontsize=7)
+    _arrow(ax, (out_x, ymid - 0.27), (out_x, -0.07))
+    ax.set_xlim(-0.1, out_x + 0.9)
+    ax.set_ylim(-0.75, 3.0)
+    ax.set_axis_off()
+    ax.set_title("KernelGAN: G downscales the image, D compares its patches with the image's own", fontsize=9)
+    return fig
+
+
+def draw_kernelgan_fkp(config: KernelGANConfig | None = None, kernel_size: int = 11, ax=None):
+    """KernelGAN-FKP: the latent z decodes through the trained, frozen flow into a kernel, which
+    blurs and subsamples the crop in G's place; only z is optimised. Returns the figure."""
+    config = config or KernelGANConfig()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 3.4))
+    else:
+        fig = ax.figure
+    crop, k = config.crop_size, config.kernel_size
+    g_out = (crop - k) // 2 + 1
+    y_g, y_real = 2.0, 0.6
+    d = kernel_size * kernel_size
+    _box(ax, 0.55, y_g, 0.95, 0.6, f"latent z\n({d} numbers)", _FLOW_COLOUR)
+    _box(ax, 2.0, y_g, 1.5, 0.6, "flow f^-1 (frozen)\ncouplings, ActNorm,\npermutations", _FLOW_COLOUR, fontsize=6)
+    _arrow(ax, (1.03, y_g), (1.25, y_g))
+    _box(ax, 3.55, y_g, 1.15, 0.6, f"sigmoid, scale,\nsum 1: kernel\n{kernel_size}x{kernel_size}", _FLOW_COLOUR,
+         fontsize=6)
+    _arrow(ax, (2.75, y_g), (2.98, y_g))
+    _box(ax, 3.55, y_g - 1.2, 1.05, 0.55, f"LR crop\n{crop}x{crop}", _DATA_COLOUR)
+    _box(ax, 5.0, y_g, 1.2, 0.6, "blur, keep\nevery 2nd pixel", _G_COLOUR, fontsize=7)
+    _arrow(ax, (4.13, y_g), (4.4, y_g))
+    _arrow(ax, (4.08, y_g - 1.2), (4.6, y_g - 0.3))
+    fake_x = 6.45
+    _arrow(ax, (5.6, y_g), (fake_x - 0.45, y_g))
+    _box(ax, fake_x, y_g, 0.9, 0.6, f"G(crop)\n{g_out}x{g_out}", _DATA_COLOUR)
+    _box(ax, fake_x, y_real, 0.9, 0.6, f"real crop\n{g_out}x{g_out}", _DATA_COLOUR)
+    d_x0 = fake_x + 1.2
+    ymid = (y_g + y_real) / 2
+    _arrow(ax, (fake_x + 0.45, y_g), (d_x0 - 0.41, ymid + 0.1), "fake")
+    _arrow(ax, (fake_x + 0.45, y_real), (d_x0 - 0.41, ymid - 0.1), "real", offset=(0.0, -0.25))
+    out_x = _discriminator(ax, config, d_x0, ymid, g_out)
+    ax.annotate("", xy=(0.55, y_g + 0.32), xytext=(out_x, ymid + 0.27),
+                arrowprops=dict(arrowstyle="-|>", color="#990000", lw=0.9, ls="--",
+                                connectionstyle="arc3,rad=0.25"))
+    ax.text((0.55 + out_x) / 2, y_g + 1.0, "gradient of the GAN loss updates z only", color="#990000", fontsize=7,
+            ha="center")
+    ax.set_xlim(-0.1, out_x + 0.9)
+    ax.set_ylim(-0.1, 3.4)
+    ax.set_axis_off()
+    ax.set_title("KernelGAN-FKP: the kernel comes from a flow trained on DIV2KRK kernels", fontsize=9)
+    return fig
