@@ -84,3 +84,15 @@ def test_chapter_runs_within_20_minutes_on_a_t4(budget, chapter):
     _, result = budget
     assert result[chapter]["seconds"] <= 20 * 60, (chapter, result[chapter]["seconds"] / 60)
     assert result[chapter]["pass"]
+
+
+def test_smoke_script_dry_run_on_one_chapter():
+    import subprocess
+
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_smoke.sh"), "--dry-run", "--chapters", "ch2",
+                           "--max-steps", "5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "capped at 5 steps" in proc.stdout and "ch2_ill_posedness" in proc.stdout and " ok" in proc.stdout
+    bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_smoke.sh"), "--max-steps", "x"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
