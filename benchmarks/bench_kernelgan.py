@@ -1,11 +1,14 @@
-"""Blind SR on DIV2KRK-style images: kernel error and SR PSNR/SSIM for three kernels (bicubic
-assumption, KernelGAN estimate, true kernel), and KernelGAN's run time.
+"""Blind SR on DIV2KRK-style images: kernel error and SR PSNR/SSIM for five kernels (bicubic
+assumption, prior mean, KernelGAN estimate, KernelGAN-FKP estimate, true kernel), and the
+estimators' run times.
 
     .venv/bin/python benchmarks/bench_kernelgan.py [--photos eval|train] [--kernels-per-image 2]
         [--iterations 3000] [--hr-size 0] [--mu 2e-3 5e-3 1e-2] [--no-zssr] [--zssr-steps 1000]
         [--zssr-crop 64] [--zssr-kernels bicubic KernelGAN true] [--shard K/N] [--threads N] [--device cpu|cuda]
         [--save-kernels FILE] [--load-kernels FILE] [--results FILE] [--without sparsity ...]
+        [--fkp-iterations 600] [--fkp-lr 1e-2] [--fkp-latent 0] [--no-fkp] [--no-kernelgan]
     .venv/bin/python benchmarks/bench_kernelgan.py --summarise FILE [FILE ...]
+    .venv/bin/python benchmarks/bench_kernelgan.py --health [--seeds 0 1 2] [--iterations 3000]
 
 Every photo (``EVAL_PHOTOS`` by default, never used for training anywhere in the course) is taken
 whole (``--hr-size 0``, as the paper's DIV2KRK uses whole images) or centre-cropped, blurred with
@@ -27,6 +30,14 @@ Besides the kernel error, each row gives the size of the estimated and true kern
 ``kernel_covariance``, in HR pixels^2) and their elongation (the ratio of the principal standard
 deviations), and the summary their correlation across cases: what the estimates get wrong.
 ``--without`` switches regularizers off (``KernelGANConfig.without``) for an ablation.
+
+KernelGAN-FKP (``kernelgan.fkp``, the shipped flow ``fkp_x2.pt``; ``--fkp-iterations`` steps,
+seed as KernelGAN's) is the fifth candidate. The summary gives each estimate's gain over the
+prior mean with its standard error, the share of the true kernel's gain over bicubic that it
+recovers (ratio of the means), and the correlations of the estimated and true size and
+elongation. ``--health`` runs full KernelGAN trainings on one case (astronaut, kernel 0) for
+several seeds and prints the raw kernel's sum at iterations 500/1000/2000/3000 and its error: the
+check that the generator does not collapse (issue 21).
 
 KernelGAN and ZSSR learn from the test image only, so no photo is ever a training image for them;
 ``--photos train`` runs the same protocol on ``TRAIN_PHOTOS`` as a validation set, to choose the
@@ -51,11 +62,26 @@ from course_lib import config
 from course_lib import kernelgan as kg
 from course_lib import zssr as Z
 from course_lib.data import EVAL_PHOTOS, TRAIN_PHOTOS, load_photo
-from course_lib.degradation import (bicubic_kernel, degrade, kernel_covariance, mean_div2krk_kernel, mod_crop,
-                                   quantize_8bit, random_div2krk_kernel)
+from course_lib.degradation import (
+    bicubic_kernel,
+    degrade,
+    kernel_covariance,
+    mean_div2krk_kernel,
+    mod_crop,
+    quantize_8bit,
+    random_div2krk_kernel,
+)
+from course_lib.kernelgan.fkp import estimate_kernel_fkp, load_kernel_flow
 from course_lib.metrics import psnr, ssim
 
-KERNELS = ("bicubic", "prior mean", "KernelGAN", "true")
+KERNELS = ("bicubic", "prior mean", "KernelGAN", "KernelGAN-FKP", "true")
+ESTIMATES = ("KernelGAN", "KernelGAN-FKP")
+
+
+@functools.cache
+def kernel_flow():
+    """FKP's trained kernel flow (the shipped checkpoint), loaded once."""
+    return load_kernel_flow()
 
 
 @functools.cache
@@ -113,6 +139,14 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
             case.setdefault("photo_index", photos.index(case["name"]))
             case.setdefault("kernelgan_seconds", float("nan"))
             case.setdefault("kernelgan_cpu_seconds", float("nan"))
+            if "fkp_estimate" not in case and not args.no_fkp:  # kernels saved before FKP existed
+                start, cpu_start = time.perf_counter(), time.process_time()
+                case["fkp_estimate"], _ = estimate_kernel_fkp(
+                    case["lr"], args.fkp_iterations, flow=kernel_flow(), lr_latent=args.fkp_lr,
+                    lambda_latent=args.fkp_latent, device=device, seed=case["photo_index"] + 10 * case["kernel_index"],
+                    progress=False)
+                case["fkp_seconds"] = time.perf_counter() - start
+                case["fkp_cpu_seconds"] = time.process_time() - cpu_start
         yield from (c for n, c in enumerate(cases) if n % args.shard[1] == args.shard[0])
         return
     photos = (EVAL_PHOTOS if args.photos == "eval" else TRAIN_PHOTOS)[: args.images]
@@ -124,12 +158,21 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                 continue
             true_kernel = random_div2krk_kernel(2, 21, generator=torch.Generator().manual_seed(100 + i + 10 * j))
             lr = quantize_8bit(degrade(hr, 2, kernel=true_kernel, boundary="symmetric"))
-            start, cpu_start = time.perf_counter(), time.process_time()
-            estimate, _ = kg.estimate_kernel(lr, 2, args.iterations, config=gan_config, device=device,
-                                             seed=i + 10 * j, progress=False)
-            cases.append({"name": name, "photo_index": i, "kernel_index": j, "lr": lr, "true": true_kernel,
-                          "estimate": estimate, "kernelgan_seconds": time.perf_counter() - start,
-                          "kernelgan_cpu_seconds": time.process_time() - cpu_start})
+            case = {"name": name, "photo_index": i, "kernel_index": j, "lr": lr, "true": true_kernel}
+            if not args.no_kernelgan:
+                start, cpu_start = time.perf_counter(), time.process_time()
+                case["estimate"], _ = kg.estimate_kernel(lr, 2, args.iterations, config=gan_config, device=device,
+                                                         seed=i + 10 * j, progress=False)
+                case["kernelgan_seconds"] = time.perf_counter() - start
+                case["kernelgan_cpu_seconds"] = time.process_time() - cpu_start
+            if not args.no_fkp:
+                start, cpu_start = time.perf_counter(), time.process_time()
+                case["fkp_estimate"], _ = estimate_kernel_fkp(lr, args.fkp_iterations, flow=kernel_flow(),
+                                                              lr_latent=args.fkp_lr, lambda_latent=args.fkp_latent,
+                                                              device=device, seed=i + 10 * j, progress=False)
+                case["fkp_seconds"] = time.perf_counter() - start
+                case["fkp_cpu_seconds"] = time.process_time() - cpu_start
+            cases.append(case)
             if args.save_kernels:
                 torch.save(cases, args.save_kernels)
             yield cases[-1]
@@ -142,10 +185,15 @@ def evaluate_case(case: dict, args: argparse.Namespace, zssr_config: Z.ZSSRConfi
     if tuple(lr.shape[-2:]) != (hr.shape[-2] // 2, hr.shape[-1] // 2):
         raise ValueError(f"{case['name']}: LR {tuple(lr.shape[-2:])} does not match HR {tuple(hr.shape[-2:])} "
                          f"at x2; was it saved with another --hr-size?")
-    row = {"photo": case["name"], "kernel_index": case["kernel_index"], "lr_size": list(lr.shape[-2:]),
-           "kernelgan_seconds": case["kernelgan_seconds"], "kernelgan_cpu_seconds": case["kernelgan_cpu_seconds"]}
-    candidates = dict(zip(KERNELS, (bicubic_kernel(2), prior_mean_kernel(), case["estimate"], case["true"])))
+    row = {"photo": case["name"], "kernel_index": case["kernel_index"], "lr_size": list(lr.shape[-2:])}
+    for key in ("kernelgan_seconds", "kernelgan_cpu_seconds", "fkp_seconds", "fkp_cpu_seconds"):
+        if key in case:
+            row[key] = case[key]
+    candidates = dict(zip(KERNELS, (bicubic_kernel(2), prior_mean_kernel(), case.get("estimate"),
+                                    case.get("fkp_estimate"), case["true"])))
     for label, kernel in candidates.items():
+        if kernel is None:
+            continue
         row[f"kernel error {label}"] = kg.kernel_error(kernel, case["true"]) if label != "true" else 0.0
         if label != "bicubic":  # the bicubic kernel's negative lobes leave it almost no second moment
             row[f"kernel size {label}"], row[f"kernel elongation {label}"] = kernel_shape(kernel)
@@ -173,15 +221,35 @@ def summarise(rows: list[dict]) -> None:
     for key in keys:
         values = [row[key] for row in rows if key in row]
         print(f"  {key:34s} {sum(values) / len(values):.4f}   (n = {len(values)})")
-    sized = [row for row in rows if "kernel size KernelGAN" in row and "kernel size true" in row]
-    if len(sized) >= 3:
-        for what in ("size", "elongation"):
-            pairs = torch.tensor([[r[f"kernel {what} true"], r[f"kernel {what} KernelGAN"]] for r in sized])
-            print(f"  correlation of the true and estimated kernel {what} over {len(sized)} cases: "
-                  f"{float(torch.corrcoef(pairs.T)[0, 1]):+.2f}")
+    for label in ESTIMATES:
+        sized = [row for row in rows if f"kernel size {label}" in row and "kernel size true" in row]
+        if len(sized) >= 3:
+            for what in ("size", "elongation"):
+                pairs = torch.tensor([[r[f"kernel {what} true"], r[f"kernel {what} {label}"]] for r in sized])
+                print(f"  {label}: correlation of the true and estimated kernel {what} over {len(sized)} cases: "
+                      f"{float(torch.corrcoef(pairs.T)[0, 1]):+.2f}")
+        seconds = [row[f"{'kernelgan' if label == 'KernelGAN' else 'fkp'}_cpu_seconds"] for row in rows
+                   if f"{'kernelgan' if label == 'KernelGAN' else 'fkp'}_cpu_seconds" in row]
+        seconds = [x for x in seconds if x == x]
+        if seconds:
+            print(f"  {label}: {sum(seconds) / len(seconds):.1f} s CPU per image (mean of {len(seconds)})")
     methods = dict.fromkeys(k.split(" PSNR ")[0] for row in rows for k in row if " PSNR " in k)
     for method in methods:
-        for label in ("KernelGAN", "prior mean"):
+        for label in ESTIMATES:
+            pairs = [row for row in rows if f"{method} PSNR {label}" in row and f"{method} PSNR prior mean" in row]
+            if not pairs:
+                continue
+            over_prior = [r[f"{method} PSNR {label}"] - r[f"{method} PSNR prior mean"] for r in pairs]
+            g, g_err = mean_and_error(over_prior)
+            line = (f"{method}: {label} kernel {g:+.2f} +- {g_err:.2f} dB over the prior mean "
+                    f"(better on {sum(x > 0 for x in over_prior)}/{len(over_prior)})")
+            full = [r for r in pairs if f"{method} PSNR true" in r and f"{method} PSNR bicubic" in r]
+            if full:
+                got = mean_and_error([r[f"{method} PSNR {label}"] - r[f"{method} PSNR bicubic"] for r in full])[0]
+                room = mean_and_error([r[f"{method} PSNR true"] - r[f"{method} PSNR bicubic"] for r in full])[0]
+                line += f"; recovers {got / room:.0%} of the true kernel's gain over bicubic ({got:+.2f} of {room:+.2f} dB)"
+            print(line)
+        for label in (*ESTIMATES, "prior mean"):
             pairs = [row for row in rows if f"{method} PSNR {label}" in row and f"{method} PSNR bicubic" in row]
             if not pairs:
                 continue
@@ -194,6 +262,27 @@ def summarise(rows: list[dict]) -> None:
             if headroom:
                 line += f"; true kernel: {mean_and_error(headroom)[0]:+.2f} dB on {len(headroom)}"
             print(line + ")")
+
+
+def health(args: argparse.Namespace, device: torch.device) -> None:
+    """Full KernelGAN runs on one case over several seeds: does the raw kernel keep its sum?"""
+    hr = centre_crop(load_photo("astronaut"), args.hr_size)
+    truth = random_div2krk_kernel(2, 21, generator=torch.Generator().manual_seed(100))
+    lr = quantize_8bit(degrade(hr, 2, kernel=truth, boundary="symmetric"))
+    marks = [m for m in (500, 1000, 2000, 3000) if m <= args.iterations] or [args.iterations]
+    print(f"astronaut, kernel 0, LR {tuple(lr.shape[-2:])}; KernelGAN {args.iterations} iterations, seeds {args.seeds}")
+    for seed in args.seeds:
+        start = time.process_time()
+        gan = kg.KernelGAN(lr, kg.KernelGANConfig(iterations=args.iterations, g_channels=args.g_channels)
+                           .without(*args.without), device=device, seed=seed)
+        history = gan.fit(progress=False)
+        sums = [history.logs["kernel_sum"][m - 1] for m in marks]
+        tail = slice(-100, None)
+        print(f"  seed {seed}: raw kernel sum at {marks}: " + " / ".join(f"{x:.3f}" for x in sums)
+              + f"; last 100 steps: d_loss {sum(history.logs['d_loss'][tail]) / 100:.2f}, "
+              f"g_adv {sum(history.logs['g_adv'][tail]) / 100:.2f}; kernel error raw "
+              f"{kg.kernel_error(gan.kernel(), truth):.3f}, post-processed {kg.kernel_error(gan.final_kernel(), truth):.3f}"
+              f" ({time.process_time() - start:.0f} s CPU)", flush=True)
 
 
 def main() -> None:
@@ -221,6 +310,14 @@ def main() -> None:
                         help="only print the summary of --results files")
     parser.add_argument("--without", nargs="+", choices=kg.REGULARIZERS, default=[],
                         help="switch these KernelGAN regularizers off (ablation)")
+    parser.add_argument("--no-kernelgan", action="store_true", help="skip KernelGAN (e.g. an FKP-only run)")
+    parser.add_argument("--no-fkp", action="store_true", help="skip KernelGAN-FKP")
+    parser.add_argument("--fkp-iterations", type=int, default=600)
+    parser.add_argument("--fkp-lr", type=float, default=1e-2, help="Adam learning rate on FKP's latent")
+    parser.add_argument("--fkp-latent", type=float, default=0.0, help="weight of FKP's latent penalty")
+    parser.add_argument("--health", action="store_true",
+                        help="full KernelGAN runs on astronaut (kernel 0) for --seeds: kernel sums and errors")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -234,6 +331,9 @@ def main() -> None:
 
     threads = config.set_threads(args.threads)
     device = torch.device(args.device) if args.device else config.get_device()
+    if args.health:
+        health(args, device)
+        return
     gan_config = kg.KernelGANConfig(g_channels=args.g_channels).without(*args.without)
     zssr_config = Z.ZSSRConfig(steps=args.zssr_steps, channels=args.zssr_channels, layers=args.zssr_layers,
                                crop_size=args.zssr_crop)
@@ -250,8 +350,10 @@ def main() -> None:
     for case in make_cases(args, gan_config, device):
         row = evaluate_case(case, args, zssr_config, device)
         rows.append(row)
-        print(f"\n{row['photo']}, kernel {row['kernel_index']} (LR {tuple(row['lr_size'])}, "
-              f"KernelGAN {row['kernelgan_seconds']:.1f} s wall, {row['kernelgan_cpu_seconds']:.1f} s CPU)")
+        times = ", ".join(f"{name} {row[key + '_seconds']:.1f} s wall, {row[key + '_cpu_seconds']:.1f} s CPU"
+                          for name, key in (("KernelGAN", "kernelgan"), ("KernelGAN-FKP", "fkp"))
+                          if key + "_seconds" in row)
+        print(f"\n{row['photo']}, kernel {row['kernel_index']} (LR {tuple(row['lr_size'])}; {times})")
         for key, value in row.items():
             if isinstance(value, float) and "seconds" not in key:
                 print(f"  {key:34s} {value:.4f}")

@@ -14,7 +14,7 @@ from course_lib.kernelgan import kernel_error
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_kernelgan.py"
 TINY = ["--images", "1", "--kernels-per-image", "2", "--hr-size", "160", "--iterations", "4", "--g-channels", "8",
         "--zssr-steps", "2", "--zssr-channels", "8", "--zssr-layers", "2", "--zssr-crop", "32", "--mu", "2e-3", "--threads", "1",
-        "--device", "cpu"]
+        "--device", "cpu", "--fkp-iterations", "4"]
 
 
 def run_bench(monkeypatch, capsys, *args: str) -> str:
@@ -49,6 +49,12 @@ def test_benchmark_shards_reload_and_summarise(tmp_path, monkeypatch, capsys):
     assert rows[0]["kernel error prior mean"] == pytest.approx(kernel_error(prior, saved[0]["true"]))
     assert "Wiener mu=0.002 PSNR prior mean" in rows[0] and "ZSSR PSNR prior mean" not in rows[0]
     assert "Wiener mu=0.002: prior mean kernel" in out
+    # the KernelGAN-FKP row: scored like the others, timed, and compared with the prior mean
+    assert "Wiener mu=0.002 PSNR KernelGAN-FKP" in rows[0] and "fkp_cpu_seconds" in rows[0]
+    assert rows[0]["kernel error KernelGAN-FKP"] == pytest.approx(kernel_error(saved[0]["fkp_estimate"], saved[0]["true"]))
+    over_prior = [r["Wiener mu=0.002 PSNR KernelGAN-FKP"] - r["Wiener mu=0.002 PSNR prior mean"] for r in rows]
+    assert f"Wiener mu=0.002: KernelGAN-FKP kernel {sum(over_prior) / 2:+.2f}" in out
+    assert "of the true kernel's gain over bicubic" in out
 
     # the two shards of a rerun from the saved kernels give the same figures, without KernelGAN
     parts = [tmp_path / f"shard{k}.jsonl" for k in (0, 1)]
