@@ -25,7 +25,8 @@ How (estimates, not measurements; ``benchmarks/gpu_smoke.sh`` measures on a real
   CUDA), where the step takes the longer of the two. A cell with a wall-clock limit takes its limit.
 * Memory: weights, gradients and Adam's two moments (16 bytes per trainable parameter) plus the
   activations times 1.2 (temporaries, allocator slack); mixed precision keeps 0.6 of the float32
-  activations.
+  activations (0.50 measured per pixel for IRN and HCFlow under the CPU's bfloat16 autocast) and
+  adds a half-precision copy of the weights (2 bytes per parameter).
 * Every chapter gets 2 minutes for everything that is not a training loop (imports, model
   loading, evaluation, figures): an allowance, not an estimate.
 """
@@ -75,7 +76,9 @@ class GPU:
     memory_limit: float = 14e9     # bytes: the GUIDE's 14 GB
     time_limit: float = 1200.0     # seconds: the GUIDE's 20 minutes per chapter
     overhead: float = 1.2          # activations x this: temporaries, allocator slack
-    amp_activations: float = 0.6   # mixed precision keeps this share of the float32 activation bytes
+    amp_activations: float = 0.6   # mixed precision keeps this share of the float32 activation bytes (0.50
+                                   # measured for IRN and HCFlow under CPU bfloat16 autocast, per pixel)
+    amp_weight_bytes: int = 2      # per parameter under mixed precision: the float16 copy of each weight
     state_bytes: int = 16          # per trainable parameter: weight, gradient, Adam's two moments (float32)
     other_s: float = 120.0         # per chapter: everything that is not a training loop (an allowance)
 
@@ -305,7 +308,7 @@ def estimate(cell: Cell, gpu: GPU = GPU()) -> dict:
     if cell.max_seconds is not None:
         steps = min(steps, int(cell.max_seconds / step))
         seconds = min(seconds, cell.max_seconds)
-    memory = m.params * gpu.state_bytes + act * gpu.overhead
+    memory = m.params * (gpu.state_bytes + (gpu.amp_weight_bytes if cell.amp else 0)) + act * gpu.overhead
     return {"params": m.params, "gflop_per_step": flops / 1e9, "activations_gb": act / 1e9,
             "activations_fp32_gb": act32 / 1e9, "step_s": step, "data_s": cell.data_s, "steps": steps,
             "seconds": seconds, "memory_gb": memory / 1e9, "ops_per_step": m.ops}
@@ -629,9 +632,10 @@ def report(result: dict[str, dict], gpu: GPU = GPU()) -> str:
              f"  assumptions: float32 {gpu.fp32_flops / 1e12:.1f} TFLOP/s at {gpu.fp32_util:.0%}, mixed precision "
              f"{gpu.fp16_flops / 1e12:.0f} TFLOP/s at {gpu.amp_util:.0%}, {gpu.bandwidth / 1e9:.0f} GB/s for "
              f"{gpu.traffic:g}x the activations, {gpu.launch_s * 1e6:.0f} us per operator; memory = "
-             f"{gpu.state_bytes} B/parameter + {gpu.overhead:g} x activations (x{gpu.amp_activations:g} with mixed "
-             f"precision); batches built on one CPU core (time measured here); {gpu.other_s:.0f} s per chapter "
-             f"for everything but training loops",
+             f"{gpu.state_bytes} B/parameter + {gpu.overhead:g} x activations (mixed precision: "
+             f"x{gpu.amp_activations:g} activations, +{gpu.amp_weight_bytes} B/parameter)",
+             f"  batches built on one CPU core (time measured here); {gpu.other_s:.0f} s per chapter for everything "
+             "but training loops",
              f"  budget: {gpu.memory_limit / 1e9:.0f} GB and {gpu.time_limit / 60:.0f} min per chapter; "
              "measure on a GPU with benchmarks/gpu_smoke.sh", ""]
     head = (f"{'chapter/cell':<14}{'training loop':<46}{'params':>9}{'GFLOP/step':>11}{'act GB':>8}{'precision':>10}"
@@ -655,6 +659,43 @@ def report(result: dict[str, dict], gpu: GPU = GPU()) -> str:
     return "\n".join(lines)
 
 
+def commands(result: dict[str, dict], gpu: GPU = GPU()) -> str:
+    """The paper-size command lines that chapters 5 and 6 print (not part of any chapter's budget):
+    estimated from the same measurements, with DIV2K batches (decoded once, milliseconds each)."""
+    from dataclasses import replace
+
+    from course_lib import hcflow, irn
+
+    rows = []
+    for chapter, cell_id, runs in (
+            ("ch5", "0ffab803", [("python -m course_lib.irn train --scale 4 --profile gpu --data div2k", 1.0,
+                                  irn.train_config("gpu").steps),
+                                 ("  ... --steps 500000 (the paper's schedule)", 1.0, 500_000)]),
+            ("ch6", "73297604", [("python -m course_lib.hcflow train --mode sr --profile gpu --data div2k", None,
+                                  hcflow.train_config("sr", "gpu").steps),
+                                 ("  ... --batch 8 (fits a 16 GB T4 in float32 too)", 1.0,
+                                  hcflow.train_config("sr", "gpu").steps)])):
+        if chapter not in result:
+            continue
+        cell = next(c for c in result[chapter]["cells"] if c.cell == cell_id)
+        for text, factor, steps in runs:
+            if factor is None:  # the paper's batch against the cell's
+                factor = hcflow.train_config("sr", "gpu").batch / result_batch(cell)
+            e = estimate(replace(cell, steps=steps, runs=1, scale=cell.scale * factor, data_s=0.01,
+                                 max_seconds=None), gpu)
+            fits = "fits" if e["memory_gb"] * 1e9 <= gpu.memory_limit else "does NOT fit"
+            rows.append(f"  {text:<74}{steps:>8} steps  {e['step_s']:.2f} s/step  "
+                        f"{e['seconds'] / 3600:6.1f} h  {e['memory_gb']:5.1f} GB ({fits} 14 GB, mixed precision)")
+    return "\n".join(["Paper-size command lines (printed by chapters 5 and 6; not in a chapter's budget), on DIV2K:",
+                      *rows])
+
+
+def result_batch(cell: Cell) -> int:
+    """The batch of a cell's label ("... batch 8 ..."), for the HCFlow commands."""
+    words = cell.label.split()
+    return int(words[words.index("batch") + 1]) if "batch" in words else 16
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapters", nargs="*", choices=list(CHAPTERS), default=None)
@@ -664,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     result = budget(args.chapters)
     print(report(result))
+    print(commands(result))
     print(f"(measured on this CPU in {time.perf_counter() - start:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(

@@ -10,11 +10,11 @@ GB; batches built ahead by ``--workers`` DataLoader processes), ``--eval set5`` 
 ``b100``, ``urban100``) evaluates on a test set; both also take a folder of images. The default,
 ``photos``, is the packaged photos, offline. ``--max-seconds`` stops a session at a wall-clock
 limit (run again to continue); ``--amp`` / ``--no-amp`` (default: on for CUDA). The paper's batch
-of 16 160-px patches needs about 20 GB in float32: on a 16 GB GPU use mixed precision or
-``--batch 8`` (see ``benchmarks/gpu_budget.py``)::
+of 16 160-px patches needs about 20 GB in float32 and about 15 GB with mixed precision: on a 16 GB
+GPU (Colab's T4) take ``--batch 8`` (``benchmarks/gpu_budget.py`` prints the estimates)::
 
-    python -m course_lib.hcflow train --mode sr --profile gpu --data div2k --out runs/hcflow_sr_x4.pt --max-seconds 3600
-    python -m course_lib.hcflow evaluate --checkpoint runs/hcflow_sr_x4.pt --eval set5
+    python -m course_lib.hcflow train --mode sr --profile gpu --batch 8 --data div2k --out runs/sr.pt --max-seconds 3600
+    python -m course_lib.hcflow evaluate --checkpoint runs/sr.pt --eval set5
 
 An existing ``--out`` is resumed (training is exact on resume); ``--weights`` also writes a
 weights-only copy at the end (what ships in ``course_lib/checkpoints``). The flags shared with
