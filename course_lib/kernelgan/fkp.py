@@ -102,7 +102,8 @@ class KernelFlow(nn.Module):
     of the logit-space vector; ``decode(z) -> k`` inverts the flow and the logit, clamps at zero and
     normalises the kernel to sum one (differentiable in ``z``).
 
-    Paper: Liang et al. 2021, sec. 3.1 (the kernel prior) · Book: chapter 7, section "A learned kernel prior: FKP" · Official code: JingyunLiang/FKP, FKP/network.py:KernelPrior
+    Paper: Liang et al. 2021, sec. 3.1 (the kernel prior) · Book: chapter 7, section "A learned kernel prior: FKP" ·
+    Official code: JingyunLiang/FKP, FKP/network.py:KernelPrior
     """
 
     def __init__(self, config: FKPConfig = FKP_CONFIG, normalization: float = 1.0):
@@ -224,7 +225,8 @@ class FKPGenerator(nn.Module):
     embedded in a ``size x size`` frame; only the latent ``z`` is a parameter (it starts at the
     mode, 0). Same interface as :class:`~course_lib.kernelgan.networks.DeepLinearGenerator`.
 
-    Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" · Official code: JingyunLiang/FKP, KernelGANFKP/model/networks.py:Generator_KP
+    Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" ·
+    Official code: JingyunLiang/FKP, KernelGANFKP/model/networks.py:Generator_KP
     """
 
     def __init__(self, flow: KernelFlow, size: int = 13, scale: int = 2):
@@ -272,7 +274,8 @@ class KernelGANFKP(KernelGAN):
     (off by default, as in FKP), no regularizers and no bicubic prior, and the same noise level
     (``noise_fake``) on D's real and fake crops.
 
-    Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" · Official code: JingyunLiang/FKP, KernelGANFKP/model/model_FKP.py:KernelGAN_FKP
+    Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" ·
+    Official code: JingyunLiang/FKP, KernelGANFKP/model/model_FKP.py:KernelGAN_FKP
     """
 
     def __init__(self, lr_image: torch.Tensor, config: KernelGANConfig | None = None, *,
@@ -312,7 +315,8 @@ def estimate_kernel_fkp(lr_image: torch.Tensor, iterations: int = 600, *, flow: 
                         checkpoint: str | os.PathLike | None = None) -> tuple[torch.Tensor, History]:
     """Estimate the x2 kernel of ``lr_image`` with KernelGAN-FKP; returns ``(kernel 13x13, history)``.
 
-    Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" · Official code: JingyunLiang/FKP, KernelGANFKP/main.py
+    Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" ·
+    Official code: JingyunLiang/FKP, KernelGANFKP/main.py
     """
     config = replace(config or KernelGANConfig(), iterations=int(iterations))
     gan = KernelGANFKP(lr_image, config, flow=flow, lr_latent=lr_latent, lambda_latent=lambda_latent,

@@ -139,7 +139,9 @@ class KernelGAN:
     def train_step(self, step: int) -> dict[str, float]:
         """One iteration: update ``G`` (GAN + constraints), then ``D``; returns the logged values.
 
-        Paper: Bell-Kligler et al. 2019 (NeurIPS version), the GAN objective with R, eq. number not verified · Book: chapter 7, section "KernelGAN: an internal GAN whose generator is the downscaler" · Official code: sefibk/KernelGAN, kernelGAN.py:KernelGAN.train
+        Paper: Bell-Kligler et al. 2019 (NeurIPS version), the GAN objective with R, eq. number not verified · Book:
+        chapter 7, section "KernelGAN: an internal GAN whose generator is the downscaler" · Official code:
+        sefibk/KernelGAN, kernelGAN.py:KernelGAN.train
         """
         schedule: ConstraintSchedule = self.schedulers["constraints"]
         c = self.config
@@ -276,7 +278,9 @@ def estimate_kernel(
         kernel, history = estimate_kernel(lr, scale=2, iterations=3000)
         history.plot(["g_adv", "d_loss"])
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), the whole method with its x4 kernel (appendix), eq. number not verified · Book: chapter 7, section "Blind SR on the test bed" · Official code: sefibk/KernelGAN, train.py:train
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), the whole method with its x4 kernel (appendix), eq. number
+    not verified · Book: chapter 7, section "Blind SR on the test bed" · Official code: sefibk/KernelGAN,
+    train.py:train
     """
     scale = _check_scale(scale)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:

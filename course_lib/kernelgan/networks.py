@@ -32,7 +32,8 @@ class DeepLinearGenerator(nn.Module):
     single strided 13x13 convolution: the same set of operators, a different parametrisation.
     Weights start as Xavier-normal with gain 0.1 (official code).
 
-    Paper: Bell-Kligler et al. 2019, eq. 1 (NeurIPS version) · Book: chapter 7, section "Why a deep linear generator?" · Official code: sefibk/KernelGAN, networks.py:Generator
+    Paper: Bell-Kligler et al. 2019, eq. 1 (NeurIPS version) · Book: chapter 7, section "Why a deep linear
+    generator?" · Official code: sefibk/KernelGAN, networks.py:Generator
     """
 
     def __init__(self, structure: Sequence[int] = (7, 5, 3, 1, 1, 1), channels: int = 64, scale: int = 2):
@@ -87,7 +88,9 @@ class KernelGANDiscriminator(nn.Module):
     Not :class:`~course_lib.losses.PatchDiscriminator` (strided 4x4 convolutions, leaky ReLU, logits):
     this one never downsamples, sees only 7x7 patches and outputs probabilities.
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), the discriminator D (eq./sec. number not verified) · Book: chapter 7, section "KernelGAN: an internal GAN whose generator is the downscaler" · Official code: sefibk/KernelGAN, networks.py:Discriminator
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), the discriminator D (eq./sec. number not verified) · Book:
+    chapter 7, section "KernelGAN: an internal GAN whose generator is the downscaler" · Official code:
+    sefibk/KernelGAN, networks.py:Discriminator
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 64, layers: int = 7, kernel_size: int = 7):

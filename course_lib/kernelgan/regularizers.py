@@ -37,7 +37,8 @@ def boundary_mask(size: int, penalty: float = 30.0) -> torch.Tensor:
 def sum_to_one_loss(kernel: torch.Tensor) -> torch.Tensor:
     """``|1 - sum(k)|``: a blur kernel keeps the mean brightness.
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7, section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:SumOfWeightsLoss
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7,
+    section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:SumOfWeightsLoss
     """
     return (1.0 - kernel.sum()).abs()
 
@@ -45,7 +46,8 @@ def sum_to_one_loss(kernel: torch.Tensor) -> torch.Tensor:
 def boundaries_loss(kernel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``mean |k * mask|`` with :func:`~course_lib.kernelgan.regularizers.boundary_mask`: no mass near the kernel's border.
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7, section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:BoundariesLoss
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7,
+    section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:BoundariesLoss
     """
     mask = boundary_mask(kernel.shape[-1]) if mask is None else mask
     return (kernel * mask.to(kernel)).abs().mean()
@@ -54,7 +56,8 @@ def boundaries_loss(kernel: torch.Tensor, mask: torch.Tensor | None = None) -> t
 def sparsity_loss(kernel: torch.Tensor, power: float = 0.2) -> torch.Tensor:
     """``mean |k|^0.2``: a concave penalty that prefers few non-zero taps (a compact kernel).
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7, section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:SparsityLoss
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7,
+    section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:SparsityLoss
     """
     magnitude = kernel.abs()
     nonzero = magnitude > 0  # |k|^0.2 has an infinite slope at 0: keep exact zeros out of autograd
@@ -65,7 +68,8 @@ def centre_loss(kernel: torch.Tensor, scale: int = 2) -> torch.Tensor:
     """Mean squared distance between the kernel's centre of mass (row, col) and the target centre
     ``kernel_target_centre(K, scale)`` (6.5 for 13x13 at x2); fixes the otherwise free translation.
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7, section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:CentralizedLoss
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7,
+    section "What each regularizer prevents" · Official code: sefibk/KernelGAN, loss.py:CentralizedLoss
     """
     size = kernel.shape[-1]
     idx = torch.arange(size, dtype=kernel.dtype, device=kernel.device)
@@ -78,7 +82,9 @@ def centre_loss(kernel: torch.Tensor, scale: int = 2) -> torch.Tensor:
 def kernel_regularizers(kernel: torch.Tensor, scale: int = 2, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """All four kernel terms of the paper's ``R``: sum to one, boundaries, sparsity, centre.
 
-    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7, section "What each regularizer prevents" · Official code: sefibk/KernelGAN, kernelGAN.py:KernelGAN.calc_constraints
+    Paper: Bell-Kligler et al. 2019 (NeurIPS version), regularizer R, eq. number not verified · Book: chapter 7,
+    section "What each regularizer prevents" · Official code: sefibk/KernelGAN,
+    kernelGAN.py:KernelGAN.calc_constraints
     """
     return {
         "sum_to_one": sum_to_one_loss(kernel),
