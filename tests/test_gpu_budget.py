@@ -27,7 +27,6 @@ gb = load_budget()
 # this test was written; the script prints the figures (see the report in benchmarks/RESULTS.md).
 KNOWN_OVER = {
     "ch1": "ch1's gpu steps: about 17-21 min estimated, at the limit (4 x 5000 + 4 x 2000 + 6 x 2000 steps)",
-    "ch4": "ch4's Glow: 20000 gpu steps, about 25 min estimated on their own",
 }
 
 
