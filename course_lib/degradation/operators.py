@@ -4,20 +4,16 @@ Super-resolution with a known degradation is the linear inverse problem ``y = A 
 metric and chapter of the course uses one of the operators below, all built on one base class
 (the design follows deepinv's physics operators):
 
-=================================================  ==============================================
-:class:`LinearOperator`                             the contract: ``A``/``forward``, ``At``, ``pinv``,
-                                                    ``project``, ``nullspace_project``, ``prox_l2``,
-                                                    ``matrix``; generic defaults (autograd adjoint,
-                                                    conjugate gradients)
-:class:`BlurDownsample` ``(kernel, scale,           blur with a kernel, keep one pixel in ``s x s``;
-boundary)``                                         ``"periodic"`` (exact FFT adjoint, pseudo-inverse
-                                                    and ``prox_l2``), ``"symmetric"`` (mirrored
-                                                    borders, as MATLAB and scipy's ``'reflect'``),
-                                                    ``"valid"`` (no padding: KernelGAN's generator)
-:class:`BicubicDownsample` ``(scale)``              MATLAB's ``imresize(x, 1/s)``: the benchmarks'
-                                                    LR images and ``metrics.lr_psnr``
-:class:`MatrixOperator` ``(M)``                     a plain matrix on vectors (the 2D toy)
-=================================================  ==============================================
+* :class:`LinearOperator`: the contract (``A``/``forward``, ``At``, ``pinv``, ``project``,
+  ``nullspace_project``, ``prox_l2``, ``matrix``) with generic defaults (autograd adjoint,
+  conjugate gradients);
+* :class:`BlurDownsample` ``(kernel, scale, boundary)``: blur with a kernel, keep one pixel in
+  ``s x s``; ``"periodic"`` (exact FFT adjoint, pseudo-inverse and ``prox_l2``), ``"symmetric"``
+  (mirrored borders, as MATLAB and scipy's ``'reflect'``), ``"valid"`` (no padding: KernelGAN's
+  generator);
+* :class:`BicubicDownsample` ``(scale)``: MATLAB's ``imresize(x, 1/s)``, the benchmarks' LR images
+  and ``metrics.lr_psnr``;
+* :class:`MatrixOperator` ``(M)``: a plain matrix on vectors (the 2D toy).
 
 Alignment convention of ``BlurDownsample`` (per axis; the same for rows and columns). For a kernel
 of size ``K`` and an integer scale ``s`` let ``c = ceil((K - s) / 2)``. With periodic or symmetric
