@@ -425,8 +425,8 @@ class MixedPrecision:
 
     In a step function: ``with amp.autocast(): loss = ...``, then ``amp.backward(loss)``,
     ``amp.unscale_(opt)`` before gradient clipping, and ``amp.step(opt)`` instead of
-    ``opt.step()``. A :class:`Trainer` calls :meth:`update` after every step and saves
-    :meth:`state_dict` in its checkpoints.
+    ``opt.step()``. A :class:`Trainer` calls ``update()`` after every step and saves
+    ``state_dict()`` in its checkpoints.
     """
 
     def __init__(self, device: torch.device | str = "cpu", enabled: bool | None = None,

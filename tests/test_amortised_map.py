@@ -27,7 +27,6 @@ from course_lib.amortised_map.baselines import SRNet, mlp, mse_loss
 from course_lib.amortised_map.projection import (
     AffineProjection,
     LearnedPseudoInverse,
-    MatrixOperator,
     ProjectedNetwork,
     blur_operator,
     consistency_psnr,
@@ -35,7 +34,7 @@ from course_lib.amortised_map.projection import (
 )
 from course_lib.amortised_map.toy2d import ToyMAPProblem, evaluate_toy, map_demo_prior
 from course_lib.data.toy2d import GaussianMixture, Toy2D
-from course_lib.degradation import BlurDownsample, anisotropic_gaussian_kernel, gaussian_kernel
+from course_lib.degradation import BlurDownsample, MatrixOperator, anisotropic_gaussian_kernel, gaussian_kernel
 
 # kernel, scale, HR size (H, W): odd and even kernels, non-square images, LR sizes smaller than
 # the kernel (the periodic boundaries wrap the kernel around several times) and odd LR sizes.

@@ -12,6 +12,7 @@ method ("AffGAN", "affine projection") rather than an equation number; no offici
 
 from __future__ import annotations
 
+from ..degradation import MatrixOperator  # the 2D toy's operator, re-exported
 from .affdg import (
     ConvDenoiser,
     MLPDenoiser,
@@ -35,7 +36,6 @@ from .baselines import SRNet, mae_loss, mlp, mse_loss
 from .projection import (
     AffineProjection,
     LearnedPseudoInverse,
-    MatrixOperator,
     ProjectedNetwork,
     blur_operator,
     consistency_psnr,

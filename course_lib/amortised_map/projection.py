@@ -33,11 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..degradation import BlurDownsample, LinearOperator, MatrixOperator
+from ..degradation import BlurDownsample, LinearOperator
 
 __all__ = [
-    "LinearOperator",
-    "MatrixOperator",
     "blur_operator",
     "LearnedPseudoInverse",
     "fit_pseudo_inverse",

@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from ..data.toy2d import GaussianMixture, Toy2D
+from ..degradation import MatrixOperator
 from ..flows import RealNVP2D
 from ..training import fit
 from .affdg import MLPDenoiser, affdg_loss, train_denoiser
 from .affgan import instance_noise_sigma, train_affgan
 from .affll import affll_loss, freeze, train_density
 from .baselines import mlp, mse_loss
-from .projection import MatrixOperator, ProjectedNetwork
+from .projection import ProjectedNetwork
 
 __all__ = [
     "map_demo_prior",

@@ -266,8 +266,9 @@ class LinearOperator(nn.Module):
         """``argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma) (x - z)^T W (x - z)``, with ``W = I`` by default.
 
         The solution of ``(A^T A + W / gamma) x = A^T y + W z / gamma`` (conjugate gradients here;
-        closed form for the periodic :class:`BlurDownsample`). ``weight`` is a positive (semi-)definite
-        :class:`CirculantWeight` such as :func:`gradient_penalty`; with ``z = 0`` this is Tikhonov
+        closed form for the periodic :class:`~course_lib.degradation.operators.BlurDownsample`). ``weight`` is a
+        positive (semi-)definite :class:`~course_lib.degradation.operators.CirculantWeight` such as
+        :func:`~course_lib.degradation.operators.gradient_penalty`; with ``z = 0`` this is Tikhonov
         regularised least squares, the Wiener filter of :func:`course_lib.zssr.wiener_sr`.
         """
         gamma = _check_gamma(gamma)

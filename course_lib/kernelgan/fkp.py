@@ -242,6 +242,7 @@ class FKPGenerator(nn.Module):
         return self.size
 
     def train(self, mode: bool = True) -> FKPGenerator:  # the flow always stays in eval mode
+        """Set training mode for everything but the kernel flow, which stays in eval mode."""
         super().train(mode)
         self.flow.eval()
         return self

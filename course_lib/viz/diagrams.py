@@ -5,7 +5,7 @@ are drawn with matplotlib from the same objects the chapters use (a model's laye
 operator's scale), so they stay true to the code, and ``tests/test_diagrams.py`` renders each one.
 
 Primitives: :func:`new_diagram`, :func:`box`, :func:`arrow`, :func:`label` and the palette
-:data:`COLOURS` (one colour per kind of thing: data, learned network, fixed operator, loss or
+``COLOURS`` (one colour per kind of thing: data, learned network, fixed operator, loss or
 density, latent). Figures: :func:`degradation_pipeline`, :func:`projection_layer`,
 :func:`story_map`.
 """
