@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+from course_lib import irn  # noqa: E402
 from course_lib.viz import diagrams  # noqa: E402
 
 
@@ -30,6 +31,7 @@ def _render(fig) -> int:
     (lambda: diagrams.degradation_pipeline(2, noise=False, jpeg=True), "JPEG"),
     (lambda: diagrams.projection_layer(4), "(×1/4)"),
     (diagrams.story_map, "7 KernelGAN"),
+    (lambda: diagrams.irn_architecture(irn.IRN(4, blocks=[2, 3], growth=4)), "3 couplings\n48 channels"),
 ])
 def test_figures_render_and_show_their_parts(make, expected):
     fig = make()
@@ -47,3 +49,12 @@ def test_box_refuses_an_unknown_kind():
     with pytest.raises(ValueError, match="kind must be one of"):
         diagrams.box(ax, 1, 1, "x", kind="magic")
     plt.close(fig)
+
+
+def test_irn_architecture_follows_the_model():
+    texts = _texts(diagrams.irn_architecture(irn.IRN(2, blocks=5, growth=4)))
+    assert "5 couplings\n12 channels" in texts
+    assert "z}$: 9 channels" in texts  # z of x2: 12 - 3 channels
+    assert "48 channels" not in texts  # one stage only
+    with pytest.raises(TypeError, match="needs an IRN"):
+        diagrams.irn_architecture(object())

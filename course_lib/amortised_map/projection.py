@@ -270,7 +270,8 @@ class AffineProjection(nn.Module):
         return self.operator.pinv(y) if self.learned_pinv is None else self.learned_pinv(y)
 
     def forward(self, g: Tensor, y: Tensor) -> Tensor:
-        """``g - B (A g - y)``: :meth:`~course_lib.degradation.operators.LinearOperator.project` itself when ``B`` is the exact ``A^+``."""
+        """``g - B (A g - y)``; with ``B`` the exact ``A^+`` this is
+        :meth:`~course_lib.degradation.operators.LinearOperator.project` itself."""
         _check_float(g, "g")
         _check_float(y, "y")
         residual = self.operator.A(g)

@@ -7,7 +7,7 @@ operator's scale), so they stay true to the code, and ``tests/test_diagrams.py``
 Primitives: :func:`new_diagram`, :func:`box`, :func:`arrow`, :func:`label` and the palette
 ``COLOURS`` (one colour per kind of thing: data, learned network, fixed operator, loss or
 density, latent). Figures: :func:`degradation_pipeline`, :func:`projection_layer`,
-:func:`story_map`.
+:func:`irn_architecture`, :func:`story_map`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "label",
     "degradation_pipeline",
     "projection_layer",
+    "irn_architecture",
     "story_map",
 ]
 
@@ -139,6 +140,65 @@ def projection_layer(scale: int = 4) -> plt.Figure:
     arrow(ax, _bottom(y_box), _bottom(minus), dashed=True, rad=0.3)
     label(ax, 5.75, 0.25, "$\\mathbf{I} - \\mathbf{A}^{+}\\mathbf{A}$ projects onto the null space: "
           "the network only chooses what $\\mathbf{A}$ cannot see", fontsize=9)
+    return fig
+
+
+def irn_architecture(model) -> plt.Figure:
+    """Chapter 5: IRN's forward path ``x -> [Haar -> couplings] per stage -> [y | z]`` (top) and
+    its inverse from the quantised LR image and a fresh ``z`` (bottom), with the three losses.
+
+    ``model`` is an :class:`course_lib.irn.IRN`: the stages, couplings per stage and channel counts
+    are read from it (3 channels, times 4 per Haar stage)."""
+    blocks = list(getattr(model, "blocks", ()))
+    if not blocks:
+        raise TypeError(f"irn_architecture needs an IRN (with .blocks), got {type(model).__name__}")
+    n = len(blocks)
+    width = 3.0 + 3.6 * n + 4.4
+    fig, ax = new_diagram(width, 6.2, scale=0.75)
+    # forward path (top row)
+    top, bottom = 4.6, 1.6
+    x_box = box(ax, 1.2, top, "HR $\\mathbf{x}$\n3 channels", kind="data", width=1.6)
+    previous, channels, x_pos = x_box, 3, 1.2
+    stage_right = []
+    for i, k in enumerate(blocks):
+        channels *= 4
+        x_pos += 2.0 if i == 0 else 1.8
+        haar = box(ax, x_pos, top, "Haar\n(fixed)", kind="operator", width=1.2)
+        arrow(ax, _right(previous), _left(haar))
+        x_pos += 1.8
+        coup = box(ax, x_pos, top, f"{k} couplings\n{channels} channels", kind="network", width=1.9)
+        arrow(ax, _right(haar), _left(coup))
+        previous = coup
+        stage_right.append(x_pos)
+    x_pos += 2.2
+    y_box = box(ax, x_pos, top + 0.75, "$\\mathbf{y}$: 3 channels\n(the LR image)", kind="data", width=2.2)
+    z_box = box(ax, x_pos, top - 0.75, f"$\\mathbf{{z}}$: {channels - 3} channels", kind="latent", width=2.2)
+    arrow(ax, _right(previous), _left(y_box))
+    arrow(ax, _right(previous), _left(z_box))
+    label(ax, x_pos + 1.5, top + 0.75, "guide:\n$\\|\\mathbf{y} - \\mathrm{bicubic}(\\mathbf{x})\\|^2$",
+          fontsize=8, ha="left")
+    label(ax, x_pos + 1.5, top - 0.75, "distr:\n$\\|\\mathbf{z}\\|^2$", fontsize=8, ha="left")
+    # inverse path (bottom row)
+    q_box = box(ax, x_pos, bottom + 0.75, "$Q(\\mathbf{y})$: 8-bit", kind="operator", width=2.2)
+    zf_box = box(ax, x_pos, bottom - 0.75, "fresh $\\mathbf{z}' \\sim \\mathcal{N}(0, T^2 I)$",
+                 kind="latent", width=2.6)
+    arrow(ax, _right(y_box), _right(q_box), rad=-0.45)
+    previous = None
+    for right in reversed(stage_right):
+        inv = box(ax, right, bottom, "inverse\ncouplings", kind="network", width=1.9)
+        if previous is None:
+            arrow(ax, _left(q_box), _right(inv))
+            arrow(ax, _left(zf_box), _right(inv))
+        else:
+            arrow(ax, _left(previous), _right(inv))
+        ihaar = box(ax, right - 1.8, bottom, "Haar$^{-1}$", kind="operator", width=1.2)
+        arrow(ax, _left(inv), _right(ihaar))
+        previous = ihaar
+    xr_box = box(ax, 1.2, bottom, "$\\hat{\\mathbf{x}}$", kind="data", width=1.2)
+    arrow(ax, _left(previous), _right(xr_box))
+    label(ax, 1.2, bottom - 0.8, "recon: $|\\mathbf{x} - \\hat{\\mathbf{x}}|$", fontsize=8)
+    label(ax, width / 2, 5.95, "forward: downscale ($\\mathbf{z}$ is discarded)", fontsize=9, style="italic")
+    label(ax, width / 2, 0.25, "inverse: upscale (the same weights, run backwards)", fontsize=9, style="italic")
     return fig
 
 
