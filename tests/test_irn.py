@@ -113,6 +113,16 @@ def test_training_lowers_the_loss():
     assert hist.logs["loss"][-1] < 0.7 * hist.logs["loss"][0]
 
 
+def test_train_uses_the_loss_weights_it_is_given():
+    cfg = irn.train_config("test", scale=2, steps=2, batch=1)
+    _, paper = irn.train(2, cfg, progress=False, device="cpu")
+    _, no_ce = irn.train(2, cfg, progress=False, device="cpu", weights=irn.LossWeights(fit=4.0, ce=0.0))
+    logs, logs0 = paper.logs, no_ce.logs
+    assert logs["loss"][0] == pytest.approx(4 * logs["guide"][0] + logs["recon"][0] + logs["distr"][0], rel=1e-4)
+    assert logs0["loss"][0] == pytest.approx(4 * logs0["guide"][0] + logs0["recon"][0], rel=1e-4)
+    assert logs0["distr"][0] > 0  # still logged, just not weighted
+
+
 @pytest.mark.parametrize("scale", [3, 6, 1, 0, 2.0, True])
 def test_scale_must_be_a_power_of_two(scale):
     with pytest.raises((ValueError, TypeError), match="power of two"):

@@ -5,8 +5,9 @@
 * :func:`guide_loss`: ``sum (y - y_bicubic)^2`` per image (MATLAB-bicubic LR target), ``lambda_fit = s^2``;
 * :func:`reconstruction_loss`: Charbonnier ``sum sqrt((x - f^{-1}(Q(y), z'))^2 + 1e-6)`` per image,
   with ``Q`` the 8-bit quantiser (straight-through gradient) and a *fresh* ``z' ~ N(0, I)``;
-* :func:`distribution_loss`: ``sum z^2`` per image, the cross-entropy surrogate that pushes ``z``
-  towards ``N(0, I)``; all averaged over the batch, ``lambda_rec = lambda_ce = 1``.
+* :func:`distribution_loss`: ``sum z^2`` per image, the paper's cross-entropy surrogate
+  ``-log N(z; 0, I)`` (up to constants); with no entropy term it pulls ``z`` towards 0, not to unit
+  variance (chapter 5 measures this); all averaged over the batch, ``lambda_rec = lambda_ce = 1``.
 
 IRN+ fine-tunes the x4 model with a GAN and a VGG feature loss instead of the surrogate (full
 distribution matching on ``x``) for perceptual quality; :func:`irn_plus_loss` is the generator's
@@ -87,8 +88,9 @@ def distribution_loss(z: Tensor) -> Tensor:
     """L_distr' = sum of z^2 per image, batch mean: the cross-entropy surrogate of the
     distribution matching loss.
 
-    Up to a constant it is ``-2 log N(z; 0, I)``, i.e. it pulls the latent's distribution
-    towards the N(0, I) we sample from when upscaling.
+    Up to a constant it is ``-2 log N(z; 0, I)``. A cross-entropy without the entropy term, it is
+    minimised by ``z = 0``: it pulls the forward latent towards 0, not towards the N(0, I) we sample
+    from when upscaling (chapter 5, "What z is in a trained IRN", measures the result).
 
     Paper: Xiao et al. 2020, sec. 3 (ECCV version; the distribution matching loss and its surrogate, equation number
     not verified) · Book: chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,

@@ -98,7 +98,8 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
           seed: int = 0, device: torch.device | str | None = None, amp: bool | None = None,
           eval_every: int = 0, eval_crop: int = 128, progress: bool = True,
           model: IRN | None = None, images: Sequence | None = None, data: str | os.PathLike | None = None,
-          workers: int | None = None, max_seconds: float | None = None) -> tuple[IRN, training.History]:
+          workers: int | None = None, max_seconds: float | None = None,
+          weights: LossWeights | None = None) -> tuple[IRN, training.History]:
     """Train an IRN on the shared loop (:class:`course_lib.training.Trainer`; Adam, MultiStepLR
     halving at ``cfg.milestones``: 20/40/60/80% of the steps like the official schedule by default;
     gradient clipping). With ``checkpoint`` an existing file of the same scale is resumed; the
@@ -112,6 +113,8 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     build the batches ahead (default: 2 on CUDA, else none). ``amp``: mixed precision (default: on
     for CUDA; the losses stay float32). ``max_seconds``: stop after that much wall-clock time in
     this session, checkpoint written; calling again resumes (:meth:`course_lib.training.Trainer.run`).
+    ``weights``: the loss weights (default :meth:`LossWeights.paper`; e.g. ``ce=0`` drops the
+    ``sum z^2`` surrogate, an ablation of chapter 5's exercises).
 
     Paper: Xiao et al. 2020, sec. 4 (ECCV version; training settings, equation numbers not verified) · Book: chapter
     5, section "A short training run" · Official code: pkuxmq/Invertible-Image-Rescaling,
@@ -140,7 +143,7 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  weight_decay=cfg.weight_decay)
     scheduler = lr_schedule(optimizer, cfg)
-    weights = LossWeights.paper(scale)
+    weights = LossWeights.paper(scale) if weights is None else weights
     mixed = training.MixedPrecision(device, amp if device.type == "cuda" else False)  # float16 on CUDA
 
     def step_fn(step: int) -> dict[str, float]:

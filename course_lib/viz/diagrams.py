@@ -147,7 +147,7 @@ def irn_architecture(model) -> plt.Figure:
     """Chapter 5: IRN's forward path ``x -> [Haar -> couplings] per stage -> [y | z]`` (top) and
     its inverse from the quantised LR image and a fresh ``z`` (bottom), with the three losses.
 
-    ``model`` is an :class:`course_lib.irn.IRN`: the stages, couplings per stage and channel counts
+    ``model`` is an :class:`course_lib.irn.model.IRN`: the stages, couplings per stage and channel counts
     are read from it (3 channels, times 4 per Haar stage)."""
     blocks = list(getattr(model, "blocks", ()))
     if not blocks:
