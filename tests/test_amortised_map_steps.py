@@ -78,8 +78,8 @@ def test_affdg_step_by_hand_equals_the_library_and_moves_only_the_null_space():
     theirs, _ = affdg_loss(model, y, denoiser, 0.1)
     g_theirs = _grads(model, theirs)
     torch.testing.assert_close(ours, theirs)
-    for a, b in zip(g_ours, g_theirs):
-        torch.testing.assert_close(a, b)
+    for a, b in zip(g_ours, g_theirs):  # the score is scaled by 1/sigma^2: float32 sums differ by ~1e-5 relative
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
     # the gradient reaching g = net(y) is the score projected onto the null space of A
     g = model.net(y).detach().requires_grad_()
     x = model.projection(g, y)
