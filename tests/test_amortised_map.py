@@ -415,3 +415,16 @@ def test_image_task_evaluation_columns():
     assert rows["HR"]["gradient energy (x HR)"] == pytest.approx(1.0)
     assert rows["projected"]["LR consistency (dB)"] > 60.0
     assert rows["unprojected"]["LR consistency (dB)"] < rows["projected"]["LR consistency (dB)"] - 30
+
+
+def test_two_tone_dead_leaves_task_is_grayscale_with_two_levels():
+    from course_lib.amortised_map import image_demo
+    task = image_demo.dead_leaves_task(patch_size=16, batch_size=2, n_images=1, image_size=48, n_eval=1,
+                                       eval_size=32, tones=(0.15, 0.85), r_min=4.0)
+    assert task.channels == 1 and task.eval_hr.shape == (1, 1, 32, 32)
+    hr = task.eval_hr
+    at_a_tone = ((hr - 0.15).abs() < 1e-6) | ((hr - 0.85).abs() < 1e-6)
+    assert at_a_tone.float().mean() > 0.7  # only the antialiased edge pixels lie between the two
+    assert hr.min() >= 0.15 - 1e-6 and hr.max() <= 0.85 + 1e-6
+    with pytest.raises(ValueError, match="two grey levels"):
+        image_demo.dead_leaves_task(tones=(0.5,))

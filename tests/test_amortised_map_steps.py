@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from course_lib.amortised_map import (
     ConvDenoiser,
     ImageDiscriminator,
+    MatrixOperator,
     ProjectedNetwork,
     SRNet,
     affdg_loss,
     affgan_step,
     affll_loss,
     blur_operator,
+    denoiser_residual,
+    gaussian_mmse_denoiser,
+    map_by_score_ascent,
 )
 from course_lib.degradation import gaussian_kernel
 from course_lib.flows import Glow
@@ -120,3 +125,43 @@ def test_affgan_step_by_hand_equals_the_library():
     assert abs(ld1 - ld2) < 1e-6 and abs(lg1 - lg2) < 1e-6
     for a, b in zip(list(g1.parameters()) + list(d1.parameters()), list(g2.parameters()) + list(d2.parameters())):
         torch.testing.assert_close(a, b)
+
+
+def test_map_by_score_ascent_finds_the_gaussian_map_on_the_affine_subspace():
+    """With the exact MMSE denoiser of N(m, C) and a constant sigma, the ascent's fixed point is the
+    mode of N(m, C + sigma^2 I) restricted to {A x = y}: m + C' A^T (A C' A^T)^{-1} (y - A m)."""
+    torch.manual_seed(0)
+    d, k, sigma = 6, 2, 0.5
+    A = torch.randn(k, d, dtype=torch.float64)
+    operator = MatrixOperator(A)
+    L = torch.randn(d, d, dtype=torch.float64)
+    C = L @ L.T / d + 0.5 * torch.eye(d, dtype=torch.float64)
+    m = torch.randn(d, dtype=torch.float64)
+    denoiser = gaussian_mmse_denoiser(m, C)
+    x_true = torch.randn(3, d, dtype=torch.float64)
+    y = x_true @ A.T
+    x0 = operator.pinv(y)  # consistent start
+    x = map_by_score_ascent(denoiser, operator, x0, steps=3000, sigma_start=sigma, sigma_end=sigma, step_size=1.0)
+    c_noisy = C + sigma**2 * torch.eye(d, dtype=torch.float64)
+    gain = c_noisy @ A.T @ torch.linalg.inv(A @ c_noisy @ A.T)
+    expected = m + (y - m @ A.T) @ gain.T
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(x @ A.T, y)  # every iterate stays consistent
+
+
+def test_map_by_score_ascent_refuses_bad_schedules():
+    operator = MatrixOperator(torch.ones(1, 2))
+    denoiser = gaussian_mmse_denoiser(torch.zeros(2), torch.eye(2))
+    with pytest.raises(ValueError, match="sigma_end <= sigma_start"):
+        map_by_score_ascent(denoiser, operator, torch.zeros(1, 2), sigma_start=0.1, sigma_end=0.2)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        map_by_score_ascent(denoiser, operator, torch.zeros(1, 2), steps=0)
+
+
+def test_denoiser_residual_is_the_scaled_squared_score():
+    denoiser = gaussian_mmse_denoiser(torch.zeros(3), torch.eye(3))
+    x = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
+    sigma = 0.5
+    # D(x) = x / (1 + sigma^2), so (D(x) - x) / sigma = -sigma x / (1 + sigma^2)
+    expected = (sigma * x / (1 + sigma**2)).pow(2).mean(dim=1)
+    torch.testing.assert_close(denoiser_residual(denoiser, x, sigma), expected)

@@ -18,7 +18,9 @@ from .affdg import (
     MLPDenoiser,
     affdg_loss,
     denoiser_loss,
+    denoiser_residual,
     gaussian_mmse_denoiser,
+    map_by_score_ascent,
     score_estimate,
     train_denoiser,
 )
@@ -51,7 +53,7 @@ __all__ = [
     "ImageDiscriminator", "add_instance_noise", "affgan_step", "noisy_discriminator_loss", "generator_loss",
     "instance_noise_sigma", "train_affgan",
     "ConvDenoiser", "MLPDenoiser", "affdg_loss", "denoiser_loss", "gaussian_mmse_denoiser",
-    "score_estimate", "train_denoiser",
+    "denoiser_residual", "map_by_score_ascent", "score_estimate", "train_denoiser",
     "affll_loss", "bits_per_dim", "density_nll", "freeze", "train_density",
     "SRNet", "mae_loss", "mlp", "mse_loss",
     "ToyMAPProblem", "evaluate_toy", "map_demo_prior", "plot_toy_demo",

@@ -24,7 +24,7 @@ from ..degradation import BlurDownsample, gaussian_kernel
 from ..flows import Glow
 from ..metrics import gradient_energy, psnr, ssim
 from ..training import evaluation_mode, fit
-from .affdg import ConvDenoiser, affdg_loss, train_denoiser
+from .affdg import ConvDenoiser, affdg_loss, denoiser_residual, train_denoiser
 from .affgan import ImageDiscriminator, instance_noise_sigma, train_affgan
 from .affll import affll_loss, bits_per_dim, freeze, train_density
 from .baselines import SRNet, mae_loss, mse_loss
@@ -92,18 +92,27 @@ def _blur(scale: int, kernel_size: int, blur_sigma: float) -> BlurDownsample:
 
 def dead_leaves_task(*, scale: int = 4, kernel_size: int = 16, blur_sigma: float = 1.6, patch_size: int = 32,
                      batch_size: int = 16, n_images: int = 16, image_size: int = 128, n_eval: int = 4,
-                     eval_size: int = 96, r_min: float = 2.0, seed: int = 0) -> ImageTask:
+                     eval_size: int = 96, r_min: float = 2.0, tones: tuple[float, ...] | None = None,
+                     seed: int = 0) -> ImageTask:
     """Dead-leaves images (Lee et al. 2001): a prior with sharp edges whose samples we can draw at will.
 
-    Three disjoint sets of images come from three seeds: training/prior patches, the judge's
-    patches, and the held-out evaluation images.
+    Colour leaves by default; with ``tones`` (grey levels in [0, 1]) grayscale images whose leaves
+    take only those values, e.g. ``(0.15, 0.85)``: a prior with no mass on intermediate greys, so
+    a blurred edge is plainly improbable under it. Three disjoint sets of images come from three
+    seeds: training/prior patches, the judge's patches, and the held-out evaluation images.
     """
     if eval_size % scale or patch_size % scale:
         raise ValueError(f"patch_size and eval_size must be divisible by the scale {scale}")
+    palette, channels = None, 3
+    if tones is not None:
+        palette = torch.as_tensor(tones, dtype=torch.float32).reshape(-1, 1)
+        if palette.numel() < 2 or not bool(((palette >= 0) & (palette <= 1)).all()):
+            raise ValueError(f"tones must be at least two grey levels in [0, 1], got {tones!r}")
+        channels = 1
 
     def images(n: int, size: int, offset: int) -> list[Tensor]:
         g = torch.Generator().manual_seed(seed * 7919 + offset)
-        return [dead_leaves(size, generator=g, r_min=r_min) for _ in range(n)]
+        return [dead_leaves(size, generator=g, r_min=r_min, channels=channels, palette=palette) for _ in range(n)]
 
     train_images = images(n_images, image_size, 1)
     judge_images = images(n_images, image_size, 2)
@@ -258,13 +267,15 @@ def super_resolve(model: nn.Module, y: Tensor, *, batch: int = 8) -> Tensor:
     return torch.cat(out)
 
 
-def evaluate_images(task: ImageTask, outputs: dict[str, Tensor], judge: nn.Module | None = None
-                    ) -> dict[str, dict[str, float]]:
+def evaluate_images(task: ImageTask, outputs: dict[str, Tensor], judge: nn.Module | None = None, *,
+                    denoiser: nn.Module | None = None, prior_sigma: float = 0.05) -> dict[str, dict[str, float]]:
     """Per method (``outputs``: name -> SR images of ``task.eval_hr``): PSNR and SSIM on the Y
     channel with a ``scale``-pixel shave (outputs clamped to [0, 1] first, as saved images are),
     the gradient energy (:func:`~course_lib.metrics.gradient_energy`) relative to the ground truth
     (1 = as much local contrast as the HR images), LR-consistency PSNR of the raw outputs under
-    ``A``, and the judge's cross-entropy in bits/dim."""
+    ``A``, the judge's cross-entropy in bits/dim when a ``judge`` flow is given, and with a
+    ``denoiser`` the prior's own score :func:`~course_lib.amortised_map.affdg.denoiser_residual`
+    at ``prior_sigma`` (lower: more probable under the learned prior)."""
     hr, lr_img = task.eval_hr, task.eval_lr
     reference = float(gradient_energy(hr).mean())
     rgb = hr.shape[1] == 3  # Y channel for colour images, the one channel otherwise
@@ -282,5 +293,8 @@ def evaluate_images(task: ImageTask, outputs: dict[str, Tensor], judge: nn.Modul
         if judge is not None:
             device = next(judge.parameters()).device
             row["judge bits/dim"] = float(bits_per_dim(judge, out.to(device)).mean())
+        if denoiser is not None:
+            device = next(denoiser.parameters()).device
+            row["prior: denoiser residual"] = float(denoiser_residual(denoiser, out.to(device), prior_sigma).mean())
         rows[name] = row
     return rows
