@@ -274,6 +274,14 @@ def upcast(t: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int of at least 1 (``--steps 0`` would train nothing and write no checkpoint)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of steps, got {value}")
+    return value
+
 def command_parser(prog: str, description: str, *, shipped: tuple[str, dict[str, Any]]) -> tuple:
     """The parser of ``python -m course_lib.irn`` / ``course_lib.hcflow``, with the flags both share.
 
@@ -295,7 +303,7 @@ def command_parser(prog: str, description: str, *, shipped: tuple[str, dict[str,
                    help="sizes of the run (default: $COURSE_PROFILE or the hardware); gpu = the paper's model")
     t.add_argument("--out", required=True,
                    help="checkpoint file (written every few hundred steps); resumed from when it exists")
-    t.add_argument("--steps", type=int, default=None, help="total training steps (overrides the profile)")
+    t.add_argument("--steps", type=_positive_int, default=None, help="total training steps (overrides the profile)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -1,9 +1,6 @@
 """The library refuses what it cannot handle, with a message that says why (issue 17).
 
-Each test here failed before its refusal was added. The ones marked ``xfail(strict=True)`` are
-refusals that belong to other owners' code (KernelGAN's ``estimate_kernel``, ``irn train``): they
-fail today, and a strict xfail turns into a failure as soon as the check exists, so the marker gets
-removed with the fix.
+Each test here failed before its refusal was added.
 """
 
 from __future__ import annotations
@@ -70,7 +67,6 @@ def test_degrade_refuses_0_255_images():
         degrade(hr - 2.0, 2, kernel=gaussian_kernel(5, 1.0))
 
 
-@pytest.mark.xfail(strict=True, reason="kernelgan owner to add the check (estimate_kernel takes 0-255 images)")
 def test_estimate_kernel_refuses_0_255_images():
     from course_lib.kernelgan import KernelGANConfig, estimate_kernel
 
@@ -78,7 +74,6 @@ def test_estimate_kernel_refuses_0_255_images():
         estimate_kernel(_img(3, 32, 32) * 255, 2, 1, progress=False, config=KernelGANConfig(crop_size=32))
 
 
-@pytest.mark.xfail(strict=True, reason="kernelgan owner to add the check (a flat image has no kernel to find)")
 @pytest.mark.parametrize("value", [0.0, 0.5])
 def test_estimate_kernel_refuses_or_warns_about_a_constant_image(value):
     from course_lib.kernelgan import KernelGANConfig, estimate_kernel
@@ -99,7 +94,6 @@ def test_estimate_kernel_refuses_or_warns_about_a_constant_image(value):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="irn CLI owner: `train --steps 0` prints 'checkpoint PATH' but writes no file")
 def test_irn_train_zero_steps_writes_the_checkpoint_it_names_or_refuses(tmp_path, capsys):
     out = tmp_path / "irn.pt"
     try:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from course_lib.checks import check_unit_range
 from course_lib.config import get_device
 from course_lib.degradation import analytic_x4_kernel, imresize, kernel_offset, post_process_kernel
 from course_lib.metrics import kernel_error
@@ -244,6 +245,16 @@ class KernelGAN:
         return k2 if scale == 2 else analytic_x4_kernel(k2)
 
 
+def check_lr_image(lr_image: torch.Tensor, name: str) -> None:
+    """Refuse what has no kernel to find: values outside [0, 1] (e.g. a 0-255 image) and a flat image."""
+    if not isinstance(lr_image, torch.Tensor):
+        raise TypeError(f"{name}: lr_image must be a tensor, got {type(lr_image).__name__}")
+    check_unit_range(lr_image, f"{name}: lr_image")
+    if float(lr_image.detach().float().std()) < 1e-6:
+        raise ValueError(f"{name}: lr_image is constant (a flat image): it has no edges, so there is no kernel "
+                         f"to estimate from it")
+
+
 def estimate_kernel(
     lr_image: torch.Tensor,
     scale: int = 2,
@@ -285,6 +296,7 @@ def estimate_kernel(
     scale = _check_scale(scale)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    check_lr_image(lr_image, "estimate_kernel")
     if not postprocess and scale != 2:
         raise ValueError("the raw kernel (postprocess=False) exists only at scale 2")
     config = replace(config or KernelGANConfig(), iterations=int(iterations))
