@@ -387,3 +387,20 @@ def test_a_time_limit_stops_the_run_and_a_second_call_goes_on(tmp_path, capsys):
     assert torch.load(ckpt, weights_only=True)["step"] == 1 and "stopped at the time limit" in capsys.readouterr().out
     _, history = irn.train(2, cfg, checkpoint=ckpt, device="cpu", progress=False, max_seconds=600)
     assert history.steps[-1] == 3
+
+
+
+def test_training_steps_train_on_this_process_share_of_the_batch(monkeypatch):
+    """Under torchrun each process must train on its shard of the global batch (training.shard_batch).
+    Rank 0 of 2 is simulated by a shard function that keeps the first half; the loss records what it sees."""
+    import importlib
+
+    irn_train = importlib.import_module("course_lib.irn.train")  # the module (irn.train is the function)
+    real_shard, real_loss = training.shard_batch, irn_train.irn_loss
+    seen = []
+    monkeypatch.setattr(training, "shard_batch", lambda batch: real_shard(batch, rank=0, world_size=2))
+    monkeypatch.setattr(irn_train, "irn_loss", lambda model, hr, *a, **k: (seen.append(hr.shape[0]),
+                                                                          real_loss(model, hr, *a, **k))[1])
+    cfg = irn.train_config("test", scale=2, steps=2, batch=4)
+    irn.train(2, cfg, progress=False, device="cpu")
+    assert seen == [2, 2]

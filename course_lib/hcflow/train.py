@@ -208,11 +208,11 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
         return training.discriminator_step(discriminator, optimizers["discriminator"], hr, fake)
 
     def step_fn(step: int) -> dict[str, float]:
-        hr = batch_fn(step).to(device, non_blocking=True)
+        hr = training.shard_batch(batch_fn(step)).to(device, non_blocking=True)  # this process's share
         optimizer.zero_grad(set_to_none=True)
         with mixed.autocast():
             loss, logs = loss_fn(model, hr)
-        if not torch.isfinite(loss):  # skip the update, keep the last finite values in the log
+        if not training.all_ranks(torch.isfinite(loss)):  # skip on every process together; keep the last log
             return {**last, "skipped": 1.0} if last else {"loss": 0.0, "skipped": 1.0}
         mixed.backward(loss)
         mixed.unscale_(optimizer)

@@ -147,7 +147,7 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     mixed = training.MixedPrecision(device, amp if device.type == "cuda" else False)  # float16 on CUDA
 
     def step_fn(step: int) -> dict[str, float]:
-        hr = batch_fn(step).to(device, non_blocking=True)
+        hr = training.shard_batch(batch_fn(step)).to(device, non_blocking=True)  # this process's share
         optimizer.zero_grad(set_to_none=True)
         with mixed.autocast():
             loss, logs = irn_loss(model, hr, weights)
@@ -213,7 +213,7 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
     scheduler = lr_schedule(opt_g, cfg)
 
     def step_fn(step: int) -> dict[str, float]:
-        hr = batch_fn(step).to(device)
+        hr = training.shard_batch(batch_fn(step)).to(device)
         opt_g.zero_grad(set_to_none=True)
         loss, logs, x_rec = irn_plus_loss(model, hr, discriminator, perceptual=perceptual)
         if step >= d_init_steps:  # the official D_init_iters: the discriminator learns first
