@@ -99,7 +99,7 @@ def _prepare(sr, hr, shave, y_channel, data_range, min_size=1):
 
 
 def _finish(values: torch.Tensor, batched: bool):
-    return values if batched else float(values[0])
+    return values if batched else float(values[0].detach())  # no warning for outputs that carry gradients
 
 
 def psnr(
