@@ -249,6 +249,8 @@ def check_lr_image(lr_image: torch.Tensor, name: str) -> None:
     """Refuse what has no kernel to find: values outside [0, 1] (e.g. a 0-255 image) and a flat image."""
     if not isinstance(lr_image, torch.Tensor):
         raise TypeError(f"{name}: lr_image must be a tensor, got {type(lr_image).__name__}")
+    if not lr_image.is_floating_point() or not bool(torch.isfinite(lr_image).all()):
+        return  # KernelGAN's own checks name these problems (integer dtype, NaN or inf)
     check_unit_range(lr_image, f"{name}: lr_image")
     if float(lr_image.detach().float().std()) < 1e-6:
         raise ValueError(f"{name}: lr_image is constant (a flat image): it has no edges, so there is no kernel "
