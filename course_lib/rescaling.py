@@ -274,13 +274,13 @@ def upcast(t: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
-
 def _positive_int(text: str) -> int:
     """argparse type: an int of at least 1 (``--steps 0`` would train nothing and write no checkpoint)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive number of steps, got {value}")
     return value
+
 
 def command_parser(prog: str, description: str, *, shipped: tuple[str, dict[str, Any]]) -> tuple:
     """The parser of ``python -m course_lib.irn`` / ``course_lib.hcflow``, with the flags both share.

@@ -47,7 +47,7 @@ from course_lib.flows import MLP, ActNorm, AffineCoupling, FlowModel, FlowSequen
 from course_lib.training import History, Trainer, export_weights, load_checkpoint
 
 from .config import KernelGANConfig
-from .gan import KernelGAN, check_lr_image
+from .gan import KernelGAN
 
 __all__ = [
     "FKPConfig",
@@ -319,7 +319,6 @@ def estimate_kernel_fkp(lr_image: torch.Tensor, iterations: int = 600, *, flow: 
     Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" ·
     Official code: JingyunLiang/FKP, KernelGANFKP/main.py
     """
-    check_lr_image(lr_image, "estimate_kernel_fkp")
     config = replace(config or KernelGANConfig(), iterations=int(iterations))
     gan = KernelGANFKP(lr_image, config, flow=flow, lr_latent=lr_latent, lambda_latent=lambda_latent,
                        device=device, seed=seed)

@@ -40,6 +40,9 @@ def _check_lr_image(image, crop_size: int) -> torch.Tensor:
         raise TypeError(f"lr_image must be a floating-point tensor in [0, 1], got {image.dtype}")
     if not torch.isfinite(image).all():
         raise ValueError("lr_image contains non-finite values (NaN or inf)")
+    check_unit_range(image, "lr_image")  # a 0-255 image would give another kernel, silently
+    if float(image.detach().float().std()) < 1e-6:
+        raise ValueError("lr_image is constant (a flat image): it has no edges, so there is no kernel to estimate")
     h, w = image.shape[-2:]
     if min(h, w) < crop_size:
         raise ValueError(f"the LR image ({h}x{w}) is smaller than the crop size {crop_size}; "
@@ -245,18 +248,6 @@ class KernelGAN:
         return k2 if scale == 2 else analytic_x4_kernel(k2)
 
 
-def check_lr_image(lr_image: torch.Tensor, name: str) -> None:
-    """Refuse what has no kernel to find: values outside [0, 1] (e.g. a 0-255 image) and a flat image."""
-    if not isinstance(lr_image, torch.Tensor):
-        raise TypeError(f"{name}: lr_image must be a tensor, got {type(lr_image).__name__}")
-    if not lr_image.is_floating_point() or not bool(torch.isfinite(lr_image).all()):
-        return  # KernelGAN's own checks name these problems (integer dtype, NaN or inf)
-    check_unit_range(lr_image, f"{name}: lr_image")
-    if float(lr_image.detach().float().std()) < 1e-6:
-        raise ValueError(f"{name}: lr_image is constant (a flat image): it has no edges, so there is no kernel "
-                         f"to estimate from it")
-
-
 def estimate_kernel(
     lr_image: torch.Tensor,
     scale: int = 2,
@@ -298,7 +289,6 @@ def estimate_kernel(
     scale = _check_scale(scale)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    check_lr_image(lr_image, "estimate_kernel")
     if not postprocess and scale != 2:
         raise ValueError("the raw kernel (postprocess=False) exists only at scale 2")
     config = replace(config or KernelGANConfig(), iterations=int(iterations))
