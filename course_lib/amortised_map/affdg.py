@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..training import History, fit
+from .affgan import instance_noise_sigma
 from .baselines import mlp
 
 __all__ = [
@@ -197,7 +198,7 @@ def map_by_score_ascent(denoiser: Callable[[Tensor, Tensor], Tensor], operator, 
     x = x0.detach().clone()
     with torch.no_grad():
         for k in range(steps):
-            sigma = sigma_start * (sigma_end / sigma_start) ** (k / max(1, steps - 1))
+            sigma = instance_noise_sigma(k, steps, sigma_start, sigma_end)  # the same geometric annealing
             x = x + step_size * sigma**2 * operator.nullspace_project(score_estimate(denoiser, x, sigma))
     return x
 
