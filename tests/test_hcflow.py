@@ -13,14 +13,18 @@ from scipy import stats
 from course_lib import training
 from course_lib.flows import autograd_logdet, check_invertible
 from course_lib.hcflow import (
+    LR_LOG_SIGMA,
     HCFlow,
     SRLossWeights,
+    dequantize,
     dequantized_nll_bits_per_dim,
     dirac_lr_log_prob,
     downscale,
     evaluate,
     load_hcflow,
     log_likelihood,
+    nll_parts_bits_per_dim,
+    quantize,
     reference_lr,
     rescaling_loss,
     sample,
@@ -239,6 +243,25 @@ def test_level_terms_add_up_to_the_density():
     expected = logdet + torch.from_numpy(stats.norm.logpdf(out[:, 3:].detach().numpy()).reshape(2, -1).sum(1))
     assert torch.allclose(total, expected, atol=1e-9)
     assert torch.equal(terms["lr"], out[:, :3])
+
+
+def test_nll_parts_add_up_to_the_nll_and_hr_given_lr_leaves_out_the_lr_term():
+    model = tiny_model("sr")
+    hr = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    parts = nll_parts_bits_per_dim(model, hr, generator=torch.Generator().manual_seed(5))
+    total = dequantized_nll_bits_per_dim(model, hr, generator=torch.Generator().manual_seed(5))
+    assert set(parts) == {"main flow", "level 1", "level 2", "dequantization", "hr given lr", "lr"}
+    assert torch.allclose(parts["hr given lr"] + parts["lr"], total, atol=1e-9)
+    bands = parts["main flow"] + parts["level 1"] + parts["level 2"] + parts["dequantization"]
+    assert torch.allclose(parts["hr given lr"], bands, atol=1e-12)
+    assert torch.allclose(parts["dequantization"], torch.full((2,), 6.0, dtype=torch.float64))  # log2 64
+    # the LR term alone, by hand: -log N(y*; Q(F_y(x)), e^-12 I) in bits per HR dimension
+    x_deq, _ = dequantize(hr, 64, torch.Generator().manual_seed(5))
+    lr_out = quantize(model(x_deq)[0][:, :3])
+    ref = reference_lr(hr, 4)
+    sigma = math.exp(LR_LOG_SIGMA)
+    by_hand = torch.from_numpy(-stats.norm.logpdf(ref.numpy(), lr_out.detach().numpy(), sigma).reshape(2, -1).sum(1))
+    assert torch.allclose(parts["lr"], by_hand / (3 * 64 * math.log(2)), rtol=1e-9)
 
 
 def test_same_seed_same_run_other_seed_other_run():

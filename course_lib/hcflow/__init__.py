@@ -40,6 +40,7 @@ from .losses import (
     dequantized_nll_bits_per_dim,
     dirac_lr_log_prob,
     log_likelihood,
+    nll_parts_bits_per_dim,
     reference_lr,
     rescaling_loss,
     sr_loss,
@@ -68,6 +69,7 @@ __all__ = [
     "ResidualDenseBlock", "SRLossWeights", "TRAIN_CONFIGS", "TrainConfig", "center_crop", "check_mode",
     "check_scale", "count_parameters", "dequantize", "dequantized_nll_bits_per_dim", "dirac_lr_log_prob",
     "downscale", "evaluate", "export_weights", "format_results", "legacy_config", "load_hcflow", "log_likelihood",
-    "make_batch_fn", "model_config", "pretrained_path", "quantize", "reference_lr", "rescaling_loss", "sample",
+    "make_batch_fn", "nll_parts_bits_per_dim",
+    "model_config", "pretrained_path", "quantize", "reference_lr", "rescaling_loss", "sample",
     "sr_loss", "train", "train_config", "upscale",
 ]

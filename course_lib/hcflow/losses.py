@@ -36,7 +36,8 @@ from .model import HCFlow
 
 __all__ = [
     "LR_LOG_SIGMA", "QUANT", "VARIANTS", "RescalingLossWeights", "SRLossWeights", "dequantize",
-    "dequantized_nll_bits_per_dim", "dirac_lr_log_prob", "log_likelihood", "reference_lr", "rescaling_loss", "sr_loss",
+    "dequantized_nll_bits_per_dim", "dirac_lr_log_prob", "log_likelihood", "nll_parts_bits_per_dim", "reference_lr",
+    "rescaling_loss", "sr_loss",
 ]
 
 Tensor = torch.Tensor
@@ -111,6 +112,34 @@ def dequantized_nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = 
     """
     x, _ = as_rgb_batch(hr, "hr", "dequantized_nll_bits_per_dim")
     return -log_likelihood(model, x, lr, **kwargs) / (x[0].numel() * math.log(2.0))
+
+
+def nll_parts_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant: int | None = None,
+                           generator: torch.Generator | None = None, quantize_lr: bool = True,
+                           log_sigma: float = LR_LOG_SIGMA) -> dict[str, Tensor]:
+    """:func:`dequantized_nll_bits_per_dim` split into its pieces, each ``(N,)`` in bits per HR dimension.
+
+    ``"lr"``: the near-Dirac LR term, ``-log N(y*; F_y(x), sigma^2 I)``; ``"level l"``: the bits of
+    band ``a_l`` given the coarser levels and the LR image (:meth:`HCFlow.level_terms`);
+    ``"main flow"``: minus the log-determinant of the unconditional steps; ``"dequantization"``:
+    ``log2 quant``. ``"hr given lr"`` is the sum of all but ``"lr"``: the bits the model spends on
+    the HR image once its LR image is known, the part a better conditioning (the hierarchy) can
+    lower. The pieces add up to ``dequantized_nll_bits_per_dim`` with the same ``generator``.
+    """
+    x, _ = as_rgb_batch(hr, "hr", "nll_parts_bits_per_dim")
+    check_divisible(x, model.scale, "nll_parts_bits_per_dim")
+    lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "nll_parts_bits_per_dim")[0]
+    y, ld_deq = dequantize(x, quant if quant is not None else QUANT[model.mode], generator)
+    terms = model.level_terms(y)
+    lr_out = upcast(terms.pop("lr"))
+    if quantize_lr:
+        lr_out = quantize(lr_out)
+    to_bits = -1.0 / (x[0].numel() * math.log(2.0))
+    parts = {name: to_bits * upcast(value) for name, value in terms.items()}
+    parts["dequantization"] = to_bits * ld_deq
+    parts["hr given lr"] = sum(parts.values())
+    parts["lr"] = to_bits * dirac_lr_log_prob(lr_out, upcast(lr_ref), log_sigma)
+    return parts
 
 
 # ------------------------------------------------------------------------------------------------
