@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from course_lib import irn  # noqa: E402
+from course_lib import flows, irn  # noqa: E402
+from course_lib import kernelgan as kg  # noqa: E402
+from course_lib.models import build_framework  # noqa: E402
 from course_lib.viz import diagrams  # noqa: E402
 
 
@@ -32,6 +34,13 @@ def _render(fig) -> int:
     (lambda: diagrams.projection_layer(4), "(×1/4)"),
     (diagrams.story_map, "7 KernelGAN"),
     (lambda: diagrams.irn_architecture(irn.IRN(4, blocks=[2, 3], growth=4)), "3 couplings\n48 channels"),
+    (diagrams.sr_frameworks, "post-upsampling\n(PostUpsamplingSR)"),
+    (lambda: diagrams.range_null_space((64, 256)), "n - m = 192"),
+    (diagrams.coupling_layer, "$\\mathbf{x}_b = (\\mathbf{z}_b - t) \\odot e^{-s}$"),
+    (lambda: diagrams.multiscale_glow(flows.Glow(3, levels=3, steps=2, hidden=8), (3, 16, 16)),
+     "level 3: 2 × flow step\non 48×2×2"),
+    (lambda: diagrams.kernelgan_architecture(kg.DeepLinearGenerator(), kg.KernelGANDiscriminator()),
+     "20×20 map: P(real)\nfor every 7×7 patch"),
 ])
 def test_figures_render_and_show_their_parts(make, expected):
     fig = make()
@@ -58,3 +67,61 @@ def test_irn_architecture_follows_the_model():
     assert "48 channels" not in texts  # one stage only
     with pytest.raises(TypeError, match="needs an IRN"):
         diagrams.irn_architecture(object())
+
+
+def test_sr_frameworks_follows_the_models():
+    models = {"pre-upsampling": build_framework("pre-upsampling", 2, kernel_sizes=(9, 3, 5)),
+              "iterative": build_framework("iterative", 2, features=4, stages=3)}
+    fig = diagrams.sr_frameworks(models, scale=2)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "3×3 conv\n32 ch" in texts and "bicubic ×2\n(fixed)" in texts
+    assert texts.count("up-\nprojection ↑") == 3 and texts.count("down-\nprojection ↓") == 2
+    assert not any("progressive" in t for t in texts)  # only the frameworks asked for
+    plt.close(fig)
+    with pytest.raises(ValueError, match="upscales x2"):
+        diagrams.sr_frameworks(models, scale=4)
+    with pytest.raises(TypeError, match="must be a PostUpsamplingSR"):
+        diagrams.sr_frameworks({"post-upsampling": models["iterative"]}, scale=2)
+
+
+def test_range_null_space_labels_the_operator_it_is_given():
+    assert "n - m" not in _texts(diagrams.range_null_space())
+    assert "mathbb{R}^{16}" in _texts(diagrams.range_null_space((4, 16)))
+    with pytest.raises(ValueError, match="operator_shape"):
+        diagrams.range_null_space((16, 4))
+
+
+def test_coupling_layer_reads_the_layer():
+    layer = flows.AffineCoupling(5, flows.subnet("mlp", hidden=8), split_channels=2, clamp_kind="atan")
+    texts = _texts(diagrams.coupling_layer(layer))
+    assert "$\\mathbf{x}_a$\n2 ch" in texts and "$\\mathbf{x}_b$\n3 ch" in texts
+    assert "subnet\nMLP" in texts and "soft-clamped (atan, 2)" in texts
+    assert "soft-clamped" not in _texts(diagrams.coupling_layer())
+    with pytest.raises(TypeError, match="needs an AffineCoupling"):
+        diagrams.coupling_layer(object())
+
+
+def test_multiscale_glow_follows_the_model():
+    texts = _texts(diagrams.multiscale_glow(flows.Glow(3, levels=1, steps=3, hidden=8)))
+    assert "level 1: 3 × flow step\non 12 channels" in texts
+    assert "split" not in texts and "L = 1 level, K = 3" in texts
+    texts = _texts(diagrams.multiscale_glow(flows.Glow(3, levels=2, steps=1, hidden=8), (3, 8, 8)))
+    assert "split\nkeep 6" in texts and "6×4×4" in texts and "24×2×2" in texts
+    with pytest.raises(TypeError, match="multi-scale flow"):
+        diagrams.multiscale_glow(irn.IRN(2, blocks=1, growth=4))
+
+
+def test_kernelgan_architecture_follows_the_networks():
+    fig = diagrams.kernelgan_architecture(kg.DeepLinearGenerator((7, 5, 3, 1), channels=8),
+                                          kg.KernelGANDiscriminator(channels=16, layers=4), crop=32)
+    texts = _texts(fig)
+    assert "5×5\n8→8" in texts and "1×1\n8→1\nstride 2" in texts
+    assert "13 = 7 + 5 + 3 − 2" in texts and "2 × (1×1 conv, BN, ReLU)" in texts
+    assert "10×10" in texts and "4×4 map" in texts  # (32 - 13) // 2 + 1 = 10, then 10 - 7 + 1 = 4
+    plt.close(fig)
+    one_layer = _texts(diagrams.kernelgan_architecture(kg.DeepLinearGenerator((13,)), kg.KernelGANDiscriminator()))
+    assert "13×13\n1→1\nstride 2" in one_layer and " = 13" not in one_layer
+    with pytest.raises(ValueError, match="too small"):
+        diagrams.kernelgan_architecture(kg.DeepLinearGenerator(), kg.KernelGANDiscriminator(), crop=24)
+    with pytest.raises(TypeError, match="DeepLinearGenerator"):
+        diagrams.kernelgan_architecture(irn.IRN(2, blocks=1, growth=4), kg.KernelGANDiscriminator())
