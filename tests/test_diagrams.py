@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from course_lib import flows, irn  # noqa: E402
+from course_lib import flows, hcflow, irn  # noqa: E402
 from course_lib import kernelgan as kg  # noqa: E402
 from course_lib.models import build_framework  # noqa: E402
 from course_lib.viz import diagrams  # noqa: E402
@@ -125,3 +125,21 @@ def test_kernelgan_architecture_follows_the_networks():
         diagrams.kernelgan_architecture(kg.DeepLinearGenerator(), kg.KernelGANDiscriminator(), crop=24)
     with pytest.raises(TypeError, match="DeepLinearGenerator"):
         diagrams.kernelgan_architecture(irn.IRN(2, blocks=1, growth=4), kg.KernelGANDiscriminator())
+
+
+def _hcflow(scale: int = 4, hierarchical: bool = True) -> hcflow.HCFlow:
+    return hcflow.HCFlow(scale, "sr", hierarchical=hierarchical, flow_steps=3, cond_steps=2, hidden=8,
+                         cond_hidden=8, rrdb_blocks=(1, 0), nf=8, gc=4)
+
+
+def test_hcflow_hierarchy_follows_the_model():
+    texts = _texts(diagrams.hcflow_hierarchy(_hcflow()))
+    assert "squeeze + 3 steps\n12 ch" in texts and "squeeze + 3 steps\n24 ch" in texts
+    assert "21 ch" in texts and "2 cond. steps" in texts and "\\uparrow u_{2}" in texts  # a_2; E_1 sees u_2
+    assert "coarser levels' latents" in texts
+    flat = _texts(diagrams.hcflow_hierarchy(_hcflow(hierarchical=False)))
+    assert "LR image only" in flat and "u_{2}" not in flat.split("$E_{1}")[1][:20]
+    three = _texts(diagrams.hcflow_hierarchy(_hcflow(scale=8)))
+    assert "a}_3" in three and "H/8" in three
+    with pytest.raises(TypeError, match="needs an HCFlow"):
+        diagrams.hcflow_hierarchy(irn.IRN(4, blocks=[1, 1], growth=4))

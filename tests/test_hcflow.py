@@ -395,3 +395,56 @@ def test_command_line_trains_on_a_folder_and_evaluates_on_one(tmp_path, capsys, 
     assert cli_main(["evaluate", "--checkpoint", str(out), "--eval", str(tmp_path / "eval"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "(1 images" in printed and "i0" in printed and "LR consist" in printed
+
+
+def test_hierarchy_ablation_variants_share_the_main_flow_and_only_train_their_conditioning(tmp_path):
+    from course_lib.hcflow import ablation
+
+    base = HCFlow(4, "sr", flow_steps=1, cond_steps=1, hidden=8, cond_hidden=8, rrdb_blocks=(1, 0), nf=8, gc=4)
+    with pytest.raises(ValueError, match="untrained"):
+        ablation.conditioning_variants(base)
+    base(torch.rand(2, 3, 16, 16))  # one forward pass in training mode initialises the ActNorms
+    variants = ablation.conditioning_variants(base, seed=3, cond_hidden=4, nf=4)
+    hier, flat = variants["hierarchical"], variants["flat (LR only)"]
+    assert hier.hierarchical and not flat.hierarchical and hier.arch.cond_hidden == 4
+    for model in (hier, flat):
+        for (name, p), q in zip(model.levels.named_parameters(), base.levels.parameters()):
+            assert torch.equal(p, q) and not p.requires_grad, name
+    h, f = hier.state_dict(), flat.state_dict()
+    differ = sorted(k for k in h if h[k].shape != f[k].shape)
+    assert differ and all(k.startswith("cond_nets.0.") for k in differ)  # only the finer extractor's input
+    assert all(torch.equal(h[k], f[k]) for k in h if k not in differ)
+    with pytest.raises(ValueError, match="main flow"):
+        ablation.conditioning_variants(base, hidden=16)
+
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
+    cfg = train_config("sr", "test", steps=2, patch=16, batch=2)
+    trained = ablation.train_variants(base, cfg, (0, 1), progress=False, runs=tmp_path / "runs", cond_hidden=4, nf=4)
+    assert sorted(trained) == [("flat (LR only)", 0), ("flat (LR only)", 1), ("hierarchical", 0), ("hierarchical", 1)]
+    model = trained["hierarchical", 0]
+    assert all(torch.equal(p, q) for p, q in zip(model.levels.parameters(), base.levels.parameters()))
+    fresh = ablation.conditioning_variants(base, seed=0, cond_hidden=4, nf=4)["hierarchical"]
+    assert any(not torch.equal(p, q) for p, q in zip(model.cond_nets.parameters(), fresh.cond_nets.parameters()))
+    path = ablation.save_variants(tmp_path / "ab.pt", trained, "base.pt", cfg)
+    loaded, cfg_dict = ablation.load_variants(base, path)
+    assert cfg_dict["steps"] == 2 and sorted(loaded) == sorted(trained)
+    for key, m in trained.items():
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded[key].state_dict().values()))
+    x = images[0][:, :32, :32]
+    bits = ablation.band_bits(loaded["flat (LR only)", 1], [x])
+    expected = nll_parts_bits_per_dim(trained["flat (LR only)", 1], x[None], generator=torch.Generator().manual_seed(0))
+    assert bits["hr given lr"] == pytest.approx(float(expected["hr given lr"]), rel=1e-6)
+    with pytest.raises(ValueError, match="not a hierarchy-ablation file"):
+        torch.save({"format": "other"}, tmp_path / "bad.pt")
+        ablation.load_variants(base, tmp_path / "bad.pt")
+
+
+def test_paired_difference_matches_scipy():
+    from course_lib.hcflow.ablation import paired_difference
+
+    a, b = [3.1, 2.9, 3.4, 3.0], [3.3, 3.0, 3.45, 3.2]
+    mean, se = paired_difference(a, b)
+    t = stats.ttest_rel(a, b).statistic
+    assert mean == pytest.approx(np.mean(np.subtract(a, b))) and mean / se == pytest.approx(t)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1.0], [1.0, 2.0])

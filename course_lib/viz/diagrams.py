@@ -9,7 +9,7 @@ Primitives: :func:`new_diagram`, :func:`box`, :func:`arrow`, :func:`label` and t
 density, latent). Figures: :func:`degradation_pipeline` and :func:`sr_frameworks` (chapter 1),
 :func:`range_null_space` (chapter 2), :func:`projection_layer` (chapter 3), :func:`coupling_layer`
 and :func:`multiscale_glow` (chapter 4), :func:`irn_architecture` (chapter 5),
-:func:`kernelgan_architecture` (chapter 7) and :func:`story_map`.
+:func:`hcflow_hierarchy` (chapter 6), :func:`kernelgan_architecture` (chapter 7) and :func:`story_map`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "degradation_pipeline",
     "projection_layer",
     "irn_architecture",
+    "hcflow_hierarchy",
     "story_map",
     "sr_frameworks",
     "range_null_space",
@@ -212,6 +213,76 @@ def irn_architecture(model) -> plt.Figure:
     label(ax, 1.2, bottom - 0.8, "recon: $|\\mathbf{x} - \\hat{\\mathbf{x}}|$", fontsize=8)
     label(ax, width / 2, 5.95, "forward: downscale ($\\mathbf{z}$ is discarded)", fontsize=9, style="italic")
     label(ax, width / 2, 0.25, "inverse: upscale (the same weights, run backwards)", fontsize=9, style="italic")
+    return fig
+
+
+def hcflow_hierarchy(model) -> plt.Figure:
+    """Chapter 6: HCFlow's bijection ``x -> (LR, a_1, ..., a_L)`` (top row, fine to coarse) and
+    its hierarchical conditioning (bottom rows, coarse to fine): the features ``u_l`` of level ``l``
+    come from what the flow kept at that level and the coarser features ``u_{l+1}``, and they set
+    the conditional flow and Gaussian that turn ``a_l`` into ``eps_l``.
+
+    ``model`` is an :class:`course_lib.hcflow.model.HCFlow`: the levels, steps and channel counts are read
+    from it. A model built with ``hierarchical=False`` is drawn with every level conditioned on the
+    LR image only."""
+    levels = getattr(model, "levels", None)
+    if levels is None or not hasattr(model, "keep"):
+        raise TypeError(f"hcflow_hierarchy needs an HCFlow (with .levels and .keep), got {type(model).__name__}")
+    n = len(levels)
+    arch, sr = model.arch, model.mode == "sr"
+    down = "squeeze" if sr else "Haar"
+    step = 4.2
+    width = 3.2 + step * n + 1.6
+    fig, ax = new_diagram(width, 7.0, scale=0.72)
+    top, mid, bottom = 5.6, 3.45, 1.3
+    previous = box(ax, 1.1, top, "HR $\\mathbf{x}$\n3 ch, $H \\times W$", kind="data", width=1.7)
+    channels = 3
+    flow_x: list[float] = []
+    for level in range(n):
+        channels *= 4
+        x = 3.6 + step * level
+        flow_x.append(x)
+        flow = box(ax, x, top, f"{down} + {arch.flow_steps} steps\n{channels} ch, "
+                   f"$H/{2 ** (level + 1)}$", kind="network", width=2.3, fontsize=9)
+        arrow(ax, _right(previous), _left(flow),
+              None if level == 0 else f"$\\mathbf{{y}}_{level}$: {model.keep[level - 1]} ch", fontsize=8)
+        previous = flow
+        channels = model.keep[level]
+    lr_x = 3.6 + step * n - 0.6
+    lr_box = box(ax, lr_x, top, f"LR $\\mathbf{{y}}$\n3 ch, $H/{2 ** n}$", kind="data", width=1.5)
+    arrow(ax, _right(previous), _left(lr_box))
+    label(ax, lr_x, top + 0.8, "scored by $\\mathcal{N}(\\mathbf{y}^*; \\mathbf{y}, e^{-12} I)$", fontsize=8)
+    encoders: list[tuple[float, float, float, float]] = [()] * n  # type: ignore[list-item]
+    for level in reversed(range(n)):
+        coarsest = level == n - 1
+        ex = lr_x if coarsest else flow_x[level] + step / 2
+        if coarsest:
+            text = f"$E_{{{level + 1}}}(\\mathbf{{y}})$"
+        elif model.hierarchical:
+            text = f"$E_{{{level + 1}}}(\\mathbf{{y}}_{{{level + 1}}}, \\uparrow u_{{{level + 2}}})$"
+        else:
+            text = f"$E_{{{level + 1}}}(\\uparrow\\mathbf{{y}})$"
+        enc = box(ax, ex, mid, text, kind="network", width=2.2, fontsize=9)
+        encoders[level] = enc
+        if coarsest or not model.hierarchical:
+            arrow(ax, _bottom(lr_box) if coarsest else (lr_x - 0.5, top - 0.35), _top(enc),
+                  dashed=not coarsest, rad=0.0 if coarsest else -0.25)
+        else:
+            arrow(ax, (ex, top), _top(enc))  # y_{l+1}, what the flow kept at this level
+            arrow(ax, _left(encoders[level + 1]), _right(enc), f"$u_{{{level + 2}}}$, ×2", fontsize=8)
+        cond = box(ax, flow_x[level], bottom, f"{arch.cond_steps} cond. steps +\n"
+                   "$\\mathcal{N}(\\mu(u), \\sigma(u))$", kind="loss", width=2.4, fontsize=9)
+        arrow(ax, _bottom(encoders[level]), _right(cond), f"$u_{{{level + 1}}}$", fontsize=8, offset=0.05)
+        arrow(ax, (flow_x[level] - 0.6, top - 0.35), (flow_x[level] - 0.6, bottom + 0.35))
+        label(ax, flow_x[level] - 0.45, (top + mid) / 2, f"$\\mathbf{{a}}_{level + 1}$: {model.off[level]} ch",
+              fontsize=8, ha="left")
+        label(ax, flow_x[level], bottom - 0.75, f"$\\boldsymbol{{\\epsilon}}_{level + 1} \\sim \\mathcal{{N}}(0, I)$",
+              fontsize=9)
+    note = ("hierarchical: level $l$ sees the coarser levels' latents through $\\mathbf{y}_l$ and $u_{l+1}$"
+            if model.hierarchical else "flat baseline: every level sees the LR image only")
+    label(ax, width / 2, 6.75, "encoding: fine to coarse (left to right);  conditioning: coarse to fine "
+          "(right to left)", fontsize=9, style="italic")
+    label(ax, width / 2, 0.15, note, fontsize=9, style="italic")
     return fig
 
 
