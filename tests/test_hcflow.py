@@ -245,6 +245,23 @@ def test_level_terms_add_up_to_the_density():
     assert torch.equal(terms["lr"], out[:, :3])
 
 
+def test_sr_images_are_decoded_without_the_dequantisation_offset():
+    sr, rescale = tiny_model("sr"), tiny_model("rescale")
+    assert sr.data_offset == 0.5 / 64 and rescale.data_offset == 0.0
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    lr, z = sr.encode(x)
+    out, _ = sr(x + 0.5 / 64)  # the flow sees dequantised images, whose mean offset is 1/(2 quant)
+    assert torch.allclose(torch.cat([lr, z], 1), out, atol=1e-12)
+    assert torch.allclose(sr.decode(lr, z), x, atol=1e-10)  # still the exact inverse of encode
+    assert torch.allclose(sr.decode(lr, z), sr.inverse(out) - 0.5 / 64, atol=1e-12)
+    # so the flow's own downscaler returns the input from a decoded sample: F_y(decode(y, z) + offset) = y
+    y = torch.rand(1, 3, 2, 2, dtype=torch.float64)
+    sample = sr.decode(y, sr.sample_z(y, 0.9, torch.Generator().manual_seed(0)))
+    assert torch.allclose(sr.encode(sample)[0], y, atol=1e-10)
+    lr_r, z_r = rescale.encode(x)
+    assert torch.allclose(torch.cat([lr_r, z_r], 1), rescale(x)[0], atol=1e-12)
+
+
 def test_nll_parts_add_up_to_the_nll_and_hr_given_lr_leaves_out_the_lr_term():
     model = tiny_model("sr")
     hr = torch.rand(2, 3, 8, 8, dtype=torch.float64)
@@ -426,17 +443,19 @@ def test_hierarchy_ablation_variants_share_the_main_flow_and_only_train_their_co
     fresh = ablation.conditioning_variants(base, seed=0, cond_hidden=4, nf=4)["hierarchical"]
     assert any(not torch.equal(p, q) for p, q in zip(model.cond_nets.parameters(), fresh.cond_nets.parameters()))
     path = ablation.save_variants(tmp_path / "ab.pt", trained, "base.pt", cfg)
-    loaded, cfg_dict = ablation.load_variants(base, path)
+    loaded, cfg_dict = ablation.load_variants(path)
     assert cfg_dict["steps"] == 2 and sorted(loaded) == sorted(trained)
     for key, m in trained.items():
         assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded[key].state_dict().values()))
     x = images[0][:, :32, :32]
     bits = ablation.band_bits(loaded["flat (LR only)", 1], [x])
-    expected = nll_parts_bits_per_dim(trained["flat (LR only)", 1], x[None], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = nll_parts_bits_per_dim(trained["flat (LR only)", 1], x[None],
+                                          generator=torch.Generator().manual_seed(0))
     assert bits["hr given lr"] == pytest.approx(float(expected["hr given lr"]), rel=1e-6)
     with pytest.raises(ValueError, match="not a hierarchy-ablation file"):
         torch.save({"format": "other"}, tmp_path / "bad.pt")
-        ablation.load_variants(base, tmp_path / "bad.pt")
+        ablation.load_variants(tmp_path / "bad.pt")
 
 
 def test_paired_difference_matches_scipy():

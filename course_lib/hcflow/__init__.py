@@ -33,7 +33,6 @@ from course_lib.training import export_weights
 from .conditioning import RRDB, ConditionEncoder, ResidualDenseBlock
 from .losses import (
     LR_LOG_SIGMA,
-    QUANT,
     RescalingLossWeights,
     SRLossWeights,
     dequantize,
@@ -47,6 +46,7 @@ from .losses import (
 )
 from .model import (
     MODES,
+    QUANT,
     Architecture,
     HCFlow,
     check_mode,

@@ -32,7 +32,7 @@ from course_lib.degradation import bicubic_downscale
 from course_lib.flows import gaussian_log_prob
 from course_lib.rescaling import CHANNELS, as_rgb_batch, check_divisible, quantize, upcast
 
-from .model import HCFlow
+from .model import QUANT, HCFlow
 
 __all__ = [
     "LR_LOG_SIGMA", "QUANT", "VARIANTS", "RescalingLossWeights", "SRLossWeights", "dequantize",
@@ -43,7 +43,6 @@ __all__ = [
 Tensor = torch.Tensor
 
 LR_LOG_SIGMA = -6.0
-QUANT = {"sr": 64, "rescale": 256}
 VARIANTS = ("hcflow", "plus", "plusplus")
 
 

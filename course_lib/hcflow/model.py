@@ -74,7 +74,7 @@ from course_lib.rescaling import CHANNELS, MODES, RescalingFlow, as_rgb_batch, u
 from .conditioning import ConditionEncoder
 
 __all__ = [
-    "COUPLING_CLAMP", "LEGACY_ARCH_CODE", "LEGACY_MODES", "MODES", "Architecture", "HCFlow", "check_mode",
+    "COUPLING_CLAMP", "LEGACY_ARCH_CODE", "LEGACY_MODES", "MODES", "QUANT", "Architecture", "HCFlow", "check_mode",
     "check_scale", "legacy_config", "sample",
 ]
 
@@ -82,6 +82,9 @@ Tensor = torch.Tensor
 
 # HCFlow's coupling clamp: log-scale = 0.318 atan(2 s) = 0.5 (2/pi) atan(s / 0.5), within (-0.5, 0.5)
 COUPLING_CLAMP = 0.5
+# The SR likelihood dequantises training images as x + u / quant, u ~ U(0, 1) (official x4 configuration:
+# quant 64); the rescaling losses use no dequantisation (the value is the 8-bit step).
+QUANT = {"sr": 64, "rescale": 256}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -301,6 +304,32 @@ class HCFlow(RescalingFlow):
             a = self.cond_flows[level]._inverse(a, feat)
             h = self.levels[level]._inverse(torch.cat([h, a], dim=1), None)
         return (h, params) if with_params else h
+
+    # -- images in, images out: the data offset --------------------------------------------------
+    @property
+    def data_offset(self) -> float:
+        """``1 / (2 quant)`` for SR, 0 for rescaling: the mean of the dequantisation noise ``u / quant``,
+        ``u ~ U(0, 1)``, that the SR likelihood adds to every training image (the official code's
+        ``U(0, 1/quant)``, not the centred noise of SRFlow).
+
+        The flow therefore models ``x' = x + u / quant``, and it learns ``F_y(x') = bicubic(x)``:
+        on an image itself, ``F_y(x)`` is ``1 / (2 quant)`` (2 grey levels at quant 64) darker than the
+        bicubic LR image, and a decoded sample ``x'`` is that much brighter than an image whose
+        bicubic downscaling is the input. :meth:`encode` adds the offset and :meth:`decode` removes it,
+        so the image-level functions (``downscale``, ``upscale``, ``sample``, ``evaluate``) work on
+        images, and ``decode(encode(x)) = x`` still holds; ``forward`` and ``inverse`` stay the bare flow
+        (the likelihood dequantises explicitly, :func:`course_lib.hcflow.losses.log_likelihood`).
+        """
+        return 0.5 / QUANT[self.mode] if self.mode == "sr" else 0.0
+
+    def encode(self, hr: Tensor) -> tuple[Tensor, Tensor]:
+        """HR -> (LR before quantisation, z) of ``hr + data_offset`` (:attr:`data_offset`)."""
+        return super().encode(hr + self.data_offset if self.data_offset else hr)
+
+    def decode(self, lr: Tensor, z: Tensor) -> Tensor:
+        """(LR, z) -> HR, the flow's inverse minus :attr:`data_offset`: the exact inverse of :meth:`encode`."""
+        x = super().decode(lr, z)
+        return x - self.data_offset if self.data_offset else x
 
     # -- packing of the latents -------------------------------------------------------------------
     def pack(self, eps: list[Tensor]) -> Tensor:
