@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 SHIPPED = CHECKPOINT_DIR / "hcflow_hierarchy_ablation.pt"
+FORMAT = "hcflow-hierarchy-ablation-2"
 
 VARIANT_NAMES = {True: "hierarchical", False: "flat (LR only)"}
 
@@ -100,14 +101,16 @@ def train_variants(base: HCFlow, cfg: TrainConfig, seeds: tuple[int, ...], *, ru
 
 def save_variants(path: str | os.PathLike, variants: dict[tuple[str, int], HCFlow], base_name: str,
                   cfg: TrainConfig) -> Path:
-    """Write the trained conditional parts (not the shared main flow) of every variant and seed to
-    one file, with the base checkpoint's name and the training configuration."""
+    """Write every variant and seed to one file: the shared main flow once, the trained conditional
+    parts of each run, the name of the base checkpoint and the training configuration."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(variants.values()))
+    config = first.config()
+    config.pop("hierarchical")
     torch.save({
-        "format": "hcflow-hierarchy-ablation-1", "base": str(base_name), "train_config": asdict(cfg),
-        "arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(first.arch).items()},
+        "format": FORMAT, "base": str(base_name), "train_config": asdict(cfg), "model_config": config,
+        "main_flow": {k: v.detach().cpu() for k, v in first.levels.state_dict().items()},
         "runs": [{"variant": name, "seed": int(seed),
                   "weights": {k: v.detach().cpu() for k, v in m.state_dict().items() if not k.startswith("levels.")}}
                  for (name, seed), m in variants.items()],
@@ -115,17 +118,19 @@ def save_variants(path: str | os.PathLike, variants: dict[tuple[str, int], HCFlo
     return path
 
 
-def load_variants(base: HCFlow, path: str | os.PathLike = SHIPPED) -> tuple[dict[tuple[str, int], HCFlow], dict]:
-    """The models :func:`save_variants` wrote, rebuilt on ``base``'s main flow; and the file's
-    ``train_config``. ``base`` must be the model they were trained on (the file names it)."""
+def load_variants(path: str | os.PathLike = SHIPPED, *,
+                  device: torch.device | str | None = None) -> tuple[dict[tuple[str, int], HCFlow], dict]:
+    """The models :func:`save_variants` wrote, in eval mode, and the file's ``train_config``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no hierarchy-ablation file at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != "hcflow-hierarchy-ablation-1":
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a hierarchy-ablation file (save_variants)")
-    arch = dict(state["arch"])
-    sizes = {k: arch[k] for k in ("cond_steps", "cond_hidden", "rrdb_blocks", "nf", "gc")}
+    config = dict(state["model_config"])
+    base = HCFlow(**config)
+    base.levels.load_state_dict(state["main_flow"])
+    sizes = {k: config[k] for k in ("cond_steps", "cond_hidden", "rrdb_blocks", "nf", "gc")}
     models = {}
     for run in state["runs"]:
         shell = conditioning_variants(base, seed=0, **sizes)[run["variant"]]
@@ -133,7 +138,7 @@ def load_variants(base: HCFlow, path: str | os.PathLike = SHIPPED) -> tuple[dict
         if unexpected or any(not k.startswith("levels.") for k in missing):
             raise ValueError(f"{path}: the weights of {run['variant']} seed {run['seed']} do not fit "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        models[run["variant"], run["seed"]] = shell.eval()
+        models[run["variant"], run["seed"]] = shell.eval().to(device) if device is not None else shell.eval()
     return models, dict(state["train_config"])
 
 
