@@ -1,9 +1,10 @@
 """HCFlow's hierarchy ablation (chapter 6): what conditioning the bands coarse to fine buys.
 
-Both variants share the shipped SR model's bijection (frozen) and differ only in what the density
-of each band is conditioned on (``course_lib.hcflow.ablation``); they are trained identically for
-every seed, and compared on the held-out photos by the bits of the HR image given its LR image
-(``"hr given lr"`` of ``hcflow.nll_parts_bits_per_dim``), with the paired difference over seeds.
+Both variants are the shipped SR model, frozen, except the conditional density of the finest band
+a_1, trained afresh: conditioned on the coarser level (hierarchical) or on the LR image only (flat)
+(``course_lib.hcflow.ablation``). They are trained identically for every seed and compared on the
+held-out photos by the bits of the HR image given its LR image (``"hr given lr"`` of
+``hcflow.nll_parts_bits_per_dim``), with the paired difference over seeds.
 
     python benchmarks/bench_hcflow_hierarchy.py --steps 1500 --seeds 0 1 2 --runs runs/hierarchy \
         --out course_lib/checkpoints/hcflow_hierarchy_ablation.pt
@@ -21,8 +22,6 @@ import torch
 
 from course_lib import data, hcflow
 from course_lib.hcflow import ablation
-
-SIZES = {"cond_steps": 2, "cond_hidden": 16, "rrdb_blocks": (1, 0), "nf": 16, "gc": 8}
 
 
 def report(models: dict, crop: int | None) -> None:
@@ -63,7 +62,7 @@ def main() -> None:
         base = hcflow.load_hcflow("sr")
         cfg = hcflow.train_config("sr", "cpu", steps=args.steps, patch=args.patch, batch=args.batch, lr=args.lr)
         start = time.time()
-        models = ablation.train_variants(base, cfg, tuple(args.seeds), runs=args.runs, **SIZES)
+        models = ablation.train_variants(base, cfg, tuple(args.seeds), runs=args.runs)
         ablation.save_variants(args.out, models, hcflow.pretrained_path("sr").name, cfg)
         print(f"trained {len(models)} runs in {time.time() - start:.0f} s; wrote {args.out}")
     report(models, args.crop or None)

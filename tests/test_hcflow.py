@@ -414,34 +414,41 @@ def test_command_line_trains_on_a_folder_and_evaluates_on_one(tmp_path, capsys, 
     assert "(1 images" in printed and "i0" in printed and "LR consist" in printed
 
 
-def test_hierarchy_ablation_variants_share_the_main_flow_and_only_train_their_conditioning(tmp_path):
+def test_hierarchy_ablation_variants_share_all_but_the_finest_conditioning_and_train_only_it(tmp_path):
     from course_lib.hcflow import ablation
 
     base = HCFlow(4, "sr", flow_steps=1, cond_steps=1, hidden=8, cond_hidden=8, rrdb_blocks=(1, 0), nf=8, gc=4)
     with pytest.raises(ValueError, match="untrained"):
         ablation.conditioning_variants(base)
+    base.train()
     base(torch.rand(2, 3, 16, 16))  # one forward pass in training mode initialises the ActNorms
-    variants = ablation.conditioning_variants(base, seed=3, cond_hidden=4, nf=4)
+    variants = ablation.conditioning_variants(base, seed=3)
     hier, flat = variants["hierarchical"], variants["flat (LR only)"]
-    assert hier.hierarchical and not flat.hierarchical and hier.arch.cond_hidden == 4
+    assert hier.hierarchical and not flat.hierarchical
+    base_state = base.state_dict()
     for model in (hier, flat):
-        for (name, p), q in zip(model.levels.named_parameters(), base.levels.parameters()):
-            assert torch.equal(p, q) and not p.requires_grad, name
+        for name, p in model.named_parameters():
+            finest = name.startswith(("cond_nets.0.", "cond_flows.0.", "priors.0."))
+            assert p.requires_grad == finest, name
+            if not finest:
+                assert torch.equal(p, base_state[name]), name  # shared: the bijection and the coarser level
     h, f = hier.state_dict(), flat.state_dict()
     differ = sorted(k for k in h if h[k].shape != f[k].shape)
-    assert differ and all(k.startswith("cond_nets.0.") for k in differ)  # only the finer extractor's input
+    assert differ and all(k.startswith("cond_nets.0.") for k in differ)  # only the finest extractor's input
     assert all(torch.equal(h[k], f[k]) for k in h if k not in differ)
-    with pytest.raises(ValueError, match="main flow"):
-        ablation.conditioning_variants(base, hidden=16)
+    # the finest band's conditional parts start afresh (not base's)
+    assert any(not torch.equal(p, q) for p, q in zip(hier.priors[0].parameters(), base.priors[0].parameters())) or \
+        any(not torch.equal(p, q) for p, q in zip(hier.cond_flows[0].parameters(), base.cond_flows[0].parameters()))
 
     images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))]
     cfg = train_config("sr", "test", steps=2, patch=16, batch=2)
-    trained = ablation.train_variants(base, cfg, (0, 1), progress=False, runs=tmp_path / "runs", cond_hidden=4, nf=4)
+    trained = ablation.train_variants(base, cfg, (0, 1), progress=False, runs=tmp_path / "runs")
     assert sorted(trained) == [("flat (LR only)", 0), ("flat (LR only)", 1), ("hierarchical", 0), ("hierarchical", 1)]
     model = trained["hierarchical", 0]
-    assert all(torch.equal(p, q) for p, q in zip(model.levels.parameters(), base.levels.parameters()))
-    fresh = ablation.conditioning_variants(base, seed=0, cond_hidden=4, nf=4)["hierarchical"]
-    assert any(not torch.equal(p, q) for p, q in zip(model.cond_nets.parameters(), fresh.cond_nets.parameters()))
+    assert all(torch.equal(v, base_state[k]) for k, v in model.state_dict().items()
+               if not k.startswith(("cond_nets.0.", "cond_flows.0.", "priors.0.")))
+    fresh = ablation.conditioning_variants(base, seed=0)["hierarchical"]
+    assert any(not torch.equal(p, q) for p, q in zip(model.cond_nets[0].parameters(), fresh.cond_nets[0].parameters()))
     path = ablation.save_variants(tmp_path / "ab.pt", trained, "base.pt", cfg)
     loaded, cfg_dict = ablation.load_variants(path)
     assert cfg_dict["steps"] == 2 and sorted(loaded) == sorted(trained)
@@ -452,7 +459,11 @@ def test_hierarchy_ablation_variants_share_the_main_flow_and_only_train_their_co
     with torch.no_grad():
         expected = nll_parts_bits_per_dim(trained["flat (LR only)", 1], x[None],
                                           generator=torch.Generator().manual_seed(0))
+        other = nll_parts_bits_per_dim(trained["hierarchical", 1], x[None], generator=torch.Generator().manual_seed(0))
     assert bits["hr given lr"] == pytest.approx(float(expected["hr given lr"]), rel=1e-6)
+    # everything but the finest band is shared, so the two NLLs differ by the bits of a_1 only
+    for part in ("lr", "main flow", "level 2", "dequantization"):
+        assert torch.allclose(expected[part], other[part], atol=1e-6), part
     with pytest.raises(ValueError, match="not a hierarchy-ablation file"):
         torch.save({"format": "other"}, tmp_path / "bad.pt")
         ablation.load_variants(tmp_path / "bad.pt")

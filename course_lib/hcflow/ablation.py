@@ -1,24 +1,27 @@
 """The hierarchy ablation of chapter 6: what HCFlow's coarse-to-fine conditioning buys.
 
-Two models share one trained bijection ``x -> (LR, a_1, ..., a_L)`` (the *main flow*: squeezes and
-unconditional steps, copied from a trained HCFlow and frozen) and differ only in what the density
-of each band is conditioned on:
+The hierarchy changes one thing: what the density of a finer band is conditioned on. At the
+coarsest level both designs condition on the LR image alone, so the experiment keeps everything
+else fixed. Two models copy a trained HCFlow (``base``) and freeze all of it, the bijection
+``x -> (LR, a_1, ..., a_L)`` and the densities of the coarser bands, except the conditional parts
+of the finest band ``a_1`` (feature extractor, conditional flow, Gaussian), which start afresh:
 
-* ``hierarchical`` (the paper): ``p(a_l | LR, a_{l+1}, ..., a_L)``, features from the flow's kept
-  channels ``y_l`` and the coarser features;
-* ``flat``: ``p(a_l | LR)``, features from the upsampled LR image only.
+* ``hierarchical`` (the paper): ``p(a_1 | LR, a_2, ..., a_L)``, features from the flow's kept
+  channels ``y_1`` and the coarser level's features;
+* ``flat``: ``p(a_1 | LR)``, features from the upsampled LR image only.
 
-Their conditional parts (feature extractors, conditional flows, Gaussians) start from the same
-seed and are trained identically. With the bijection shared, the LR term and the main flow's
-log-determinant are the same for both, so any difference in the NLL is a difference in the bits of
-the bands: the quantity :func:`course_lib.hcflow.nll_parts_bits_per_dim` calls ``"hr given lr"``.
+They start from the same weights wherever the shapes agree (all but the first convolution of the
+finest feature extractor, whose inputs differ) and are trained identically. The LR term, the main
+flow's log-determinant and the coarser bands' bits are then the same function for both, so the
+difference of their NLLs is exactly the difference of the bits of ``a_1``: the quantity
+:func:`course_lib.hcflow.nll_parts_bits_per_dim` calls ``"hr given lr"`` (all but the LR term).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,58 +33,49 @@ from .model import HCFlow
 from .train import CHECKPOINT_DIR, TrainConfig, train
 
 __all__ = [
-    "SHIPPED", "VARIANT_NAMES", "band_bits", "conditioning_variants", "freeze_main_flow", "load_variants",
+    "FINEST", "SHIPPED", "VARIANT_NAMES", "band_bits", "conditioning_variants", "load_variants",
     "paired_difference", "save_variants", "train_variants",
 ]
 
 SHIPPED = CHECKPOINT_DIR / "hcflow_hierarchy_ablation.pt"
-FORMAT = "hcflow-hierarchy-ablation-2"
-
+FORMAT = "hcflow-hierarchy-ablation-3"
 VARIANT_NAMES = {True: "hierarchical", False: "flat (LR only)"}
+FINEST = ("cond_nets.0.", "cond_flows.0.", "priors.0.")  # the weights the two variants train
 
 
-def freeze_main_flow(model: HCFlow) -> HCFlow:
-    """Stop training the main flow (``model.levels``): only the conditional parts keep gradients."""
-    for p in model.levels.parameters():
-        p.requires_grad_(False)
-    return model
+def _trained(name: str) -> bool:
+    return name.startswith(FINEST)
 
 
-def conditioning_variants(base: HCFlow, *, seed: int = 0, **cond_sizes) -> dict[str, HCFlow]:
-    """``{"hierarchical": ..., "flat (LR only)": ...}``: two HCFlows with ``base``'s main flow
-    (copied and frozen) and fresh conditional parts built after ``torch.manual_seed(seed)``, the
-    same initial weights in both wherever the shapes agree.
-
-    ``cond_sizes`` override the conditional parts' sizes (``cond_steps``, ``cond_hidden``,
-    ``rrdb_blocks``, ``nf``, ``gc``); the main flow's sizes are ``base``'s and cannot change.
-    """
+def conditioning_variants(base: HCFlow, *, seed: int = 0) -> dict[str, HCFlow]:
+    """``{"hierarchical": ..., "flat (LR only)": ...}``: two copies of the trained ``base``, frozen
+    except for the finest band's conditional parts, which are built afresh after
+    ``torch.manual_seed(seed)`` with the same initial weights in both wherever the shapes agree."""
     if not isinstance(base, HCFlow):
         raise TypeError(f"conditioning_variants needs an HCFlow, got {type(base).__name__}")
     from course_lib.flows import ActNorm
 
-    if any(isinstance(m, ActNorm) and not bool(m.initialized) for m in base.levels.modules()):
-        raise ValueError("the base model's main flow is untrained (its ActNorms are not initialised): "
-                         "the variants must share a trained bijection")
-    fixed = {"flow_steps", "hidden"} & set(cond_sizes)
-    if fixed:
-        raise ValueError(f"{sorted(fixed)} size the shared main flow and must stay the base model's")
-    arch = replace(base.arch, **{k: (tuple(v) if k == "rrdb_blocks" else v) for k, v in cond_sizes.items()})
+    if any(isinstance(m, ActNorm) and not bool(m.initialized) for name, m in base.named_modules()
+           if not _trained(name + ".")):
+        raise ValueError("the base model is untrained (its ActNorms are not initialised): the variants "
+                         "must share a trained bijection and coarser levels")
+    config = {**base.config(), "hierarchical": True}
+    shared = {k: v for k, v in base.state_dict().items() if not _trained(k)}
     torch.manual_seed(seed)
-    hier = HCFlow(base.scale, base.mode, hierarchical=True, arch=arch)
-    hier.levels.load_state_dict(base.levels.state_dict())
-    flat = HCFlow(base.scale, base.mode, hierarchical=False, arch=arch)
-    # the flat model starts from the hierarchical one's weights wherever the shapes agree: all but
-    # the first convolution of the finer levels' feature extractors (their inputs differ)
+    hier = HCFlow(**config)
+    hier.load_state_dict({**hier.state_dict(), **shared})
+    flat = HCFlow(**{**config, "hierarchical": False})
     start = hier.state_dict()
-    own = flat.state_dict()
-    flat.load_state_dict({k: start[k] if start[k].shape == v.shape else v for k, v in own.items()})
+    flat.load_state_dict({k: start[k] if start[k].shape == v.shape else v for k, v in flat.state_dict().items()})
     device = next(base.parameters()).device
-    return {VARIANT_NAMES[m.hierarchical]: freeze_main_flow(m.to(device)) for m in (hier, flat)}
+    for model in (hier, flat):
+        for name, p in model.named_parameters():
+            p.requires_grad_(_trained(name))
+    return {VARIANT_NAMES[m.hierarchical]: m.to(device) for m in (hier, flat)}
 
 
 def train_variants(base: HCFlow, cfg: TrainConfig, seeds: tuple[int, ...], *, runs: str | os.PathLike | None = None,
-                   progress: bool = True, device: torch.device | str | None = None,
-                   **cond_sizes) -> dict[tuple[str, int], HCFlow]:
+                   progress: bool = True, device: torch.device | str | None = None) -> dict[tuple[str, int], HCFlow]:
     """Train both :func:`conditioning_variants` of ``base`` for every seed, identically (``cfg``'s
     patches, batch, steps and learning rate; the batches depend on the seed only). With ``runs``
     (a folder) each run keeps a resumable checkpoint there. Returns ``{(variant, seed): model}``."""
@@ -89,7 +83,7 @@ def train_variants(base: HCFlow, cfg: TrainConfig, seeds: tuple[int, ...], *, ru
         raise ValueError("give at least one seed")
     out = {}
     for seed in seeds:
-        for name, model in conditioning_variants(base, seed=seed, **cond_sizes).items():
+        for name, model in conditioning_variants(base, seed=seed).items():
             path = None
             if runs is not None:
                 Path(runs).mkdir(parents=True, exist_ok=True)
@@ -101,18 +95,17 @@ def train_variants(base: HCFlow, cfg: TrainConfig, seeds: tuple[int, ...], *, ru
 
 def save_variants(path: str | os.PathLike, variants: dict[tuple[str, int], HCFlow], base_name: str,
                   cfg: TrainConfig) -> Path:
-    """Write every variant and seed to one file: the shared main flow once, the trained conditional
-    parts of each run, the name of the base checkpoint and the training configuration."""
+    """Write every variant and seed to one file: the shared weights once, the finest band's trained
+    conditional parts of each run, the name of the base checkpoint and the training configuration."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(variants.values()))
-    config = first.config()
-    config.pop("hierarchical")
+    config = {**first.config(), "hierarchical": True}
     torch.save({
         "format": FORMAT, "base": str(base_name), "train_config": asdict(cfg), "model_config": config,
-        "main_flow": {k: v.detach().cpu() for k, v in first.levels.state_dict().items()},
+        "shared": {k: v.detach().cpu() for k, v in first.state_dict().items() if not _trained(k)},
         "runs": [{"variant": name, "seed": int(seed),
-                  "weights": {k: v.detach().cpu() for k, v in m.state_dict().items() if not k.startswith("levels.")}}
+                  "weights": {k: v.detach().cpu() for k, v in m.state_dict().items() if _trained(k)}}
                  for (name, seed), m in variants.items()],
     }, path)
     return path
@@ -127,15 +120,13 @@ def load_variants(path: str | os.PathLike = SHIPPED, *,
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a hierarchy-ablation file (save_variants)")
-    config = dict(state["model_config"])
-    base = HCFlow(**config)
-    base.levels.load_state_dict(state["main_flow"])
-    sizes = {k: config[k] for k in ("cond_steps", "cond_hidden", "rrdb_blocks", "nf", "gc")}
+    base = HCFlow(**state["model_config"])
+    base.load_state_dict({**base.state_dict(), **state["shared"]})
     models = {}
     for run in state["runs"]:
-        shell = conditioning_variants(base, seed=0, **sizes)[run["variant"]]
+        shell = conditioning_variants(base, seed=0)[run["variant"]]
         missing, unexpected = shell.load_state_dict(run["weights"], strict=False)
-        if unexpected or any(not k.startswith("levels.") for k in missing):
+        if unexpected or any(_trained(k) for k in missing):
             raise ValueError(f"{path}: the weights of {run['variant']} seed {run['seed']} do not fit "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         models[run["variant"], run["seed"]] = shell.eval().to(device) if device is not None else shell.eval()
