@@ -452,15 +452,16 @@ def test_hierarchy_ablation_variants_share_all_but_the_finest_conditioning_and_t
     path = ablation.save_variants(tmp_path / "ab.pt", trained, "base.pt", cfg)
     loaded, cfg_dict = ablation.load_variants(path)
     assert cfg_dict["steps"] == 2 and sorted(loaded) == sorted(trained)
-    for key, m in trained.items():
-        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded[key].state_dict().values()))
+    for key, m in trained.items():  # stored in float16
+        assert all(torch.allclose(a.float(), b, rtol=1e-3, atol=1e-4) if a.is_floating_point() else torch.equal(a, b)
+                   for a, b in zip(m.state_dict().values(), loaded[key].state_dict().values()))
     x = images[0][:, :32, :32]
     bits = ablation.band_bits(loaded["flat (LR only)", 1], [x])
     with torch.no_grad():
         expected = nll_parts_bits_per_dim(trained["flat (LR only)", 1], x[None],
                                           generator=torch.Generator().manual_seed(0))
         other = nll_parts_bits_per_dim(trained["hierarchical", 1], x[None], generator=torch.Generator().manual_seed(0))
-    assert bits["hr given lr"] == pytest.approx(float(expected["hr given lr"]), rel=1e-6)
+    assert bits["hr given lr"] == pytest.approx(float(expected["hr given lr"]), abs=1e-3)
     # everything but the finest band is shared, so the two NLLs differ by the bits of a_1 only
     for part in ("lr", "main flow", "level 2", "dequantization"):
         assert torch.allclose(expected[part], other[part], atol=1e-6), part
