@@ -162,8 +162,8 @@ def test_irn_checkpoint_whose_model_config_does_not_fit_its_weights(tmp_path):
 def test_hcflow_checkpoint_whose_tag_and_weights_disagree(tmp_path, tag):
     state = training.load_checkpoint(CHECKPOINTS / "hcflow_sr_x4.pt")
     torch.save({**state, "tag": tag}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match=rf"tagged '{tag}' but its weights .* build 'hcflow-sr-x4': the tag and the "
-                                         "weights disagree"):
+    with pytest.raises(ValueError, match=rf"tagged '{tag}' but its model_config build 'hcflow-sr-x4': the tag and "
+                                         "the weights disagree"):
         load_hcflow(tmp_path / "bad.pt")
 
 
