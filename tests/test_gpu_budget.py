@@ -33,8 +33,8 @@ KNOWN_OVER = {
 def test_notebook_values_follow_the_choose_calls(tmp_path):
     ch5, ch6, ch3, ch7 = (gb.book_values(c) for c in ("ch5", "ch6", "ch3", "ch7"))
     assert ch5["0ffab803"]["gpu_minutes"] == 8 and ch5["e5f4a727"]["steps"] == 600
-    assert ch6["73297604"]["batch"] == 8 and ch6["73297604"]["gpu_minutes"] == 8
-    assert ch6["a77a84ca"]["dead_leaves_fraction"] == 0.0
+    assert ch6["73297604"]["gpu_steps"] == 20000 and ch6["73297604"]["gpu_minutes"] == 8
+    assert ch6["8ff25db4"]["mse_steps"] == 3000
     assert ch3["ch3-24"]["sizes"]["batch_size"] == 32 and ch3["ch3-33"]["steps"] == 3000
     assert ch7["668152e9"]["S"]["zssr"]["__call__"] == "Z.ZSSRConfig"
     cell = {"cell_type": "code", "id": "x", "metadata": {}, "outputs": [], "source": [
