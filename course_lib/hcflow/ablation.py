@@ -14,7 +14,7 @@ They start from the same weights wherever the shapes agree (all but the first co
 finest feature extractor, whose inputs differ) and are trained identically. The LR term, the main
 flow's log-determinant and the coarser bands' bits are then the same function for both, so the
 difference of their NLLs is exactly the difference of the bits of ``a_1``: the quantity
-:func:`course_lib.hcflow.nll_parts_bits_per_dim` calls ``"hr given lr"`` (all but the LR term).
+:func:`course_lib.hcflow.losses.nll_parts_bits_per_dim` calls ``"hr given lr"`` (all but the LR term).
 """
 
 from __future__ import annotations
@@ -146,8 +146,9 @@ def load_variants(path: str | os.PathLike = SHIPPED, *,
 
 @torch.no_grad()
 def band_bits(model: HCFlow, images, *, crop: int | None = None) -> dict[str, float]:
-    """Mean :func:`nll_parts_bits_per_dim` over ``images`` (``(3, H, W)`` tensors, centre-cropped
-    to ``crop``), one fixed dequantisation noise per image so two models see the same noise."""
+    """Mean :func:`course_lib.hcflow.losses.nll_parts_bits_per_dim` over ``images`` (``(3, H, W)``
+    tensors, centre-cropped to ``crop``), one fixed dequantisation noise per image so two models
+    see the same noise."""
     sums: dict[str, float] = {}
     for i, img in enumerate(images):
         x = center_crop(img, crop, model.scale) if crop else img

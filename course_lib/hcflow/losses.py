@@ -119,7 +119,8 @@ def nll_parts_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, 
     """:func:`dequantized_nll_bits_per_dim` split into its pieces, each ``(N,)`` in bits per HR dimension.
 
     ``"lr"``: the near-Dirac LR term, ``-log N(y*; F_y(x), sigma^2 I)``; ``"level l"``: the bits of
-    band ``a_l`` given the coarser levels and the LR image (:meth:`HCFlow.level_terms`);
+    band ``a_l`` given the coarser levels and the LR image
+    (:meth:`course_lib.hcflow.model.HCFlow.level_terms`);
     ``"main flow"``: minus the log-determinant of the unconditional steps; ``"dequantization"``:
     ``log2 quant``. ``"hr given lr"`` is the sum of all but ``"lr"``: the bits the model spends on
     the HR image once its LR image is known, the part a better conditioning (the hierarchy) can
