@@ -82,3 +82,16 @@ def test_show_images_and_slider():
 def test_slider_explorer_is_skipped_in_the_static_book(monkeypatch):
     monkeypatch.setenv("COURSE_STATIC_BUILD", "1")
     assert viz.slider_explorer(lambda fig, v: None, start=0, stop=1, step=0.5) is None
+
+
+def test_table_renders_markdown_with_formats_and_names_bad_values():
+    rows = {"bicubic": {"PSNR": 27.0123, "params": 0, "extra": "x"}, "net": {"PSNR": 28.5, "params": 12345}}
+    md = viz.table(rows, {"params": ",d", "PSNR": ".2f"}, corner="model").data
+    lines = md.splitlines()
+    assert lines[0] == "| model | params | PSNR |" and lines[1] == "|---|---|---|"
+    assert lines[2] == "| bicubic | 0 | 27.01 |" and lines[3] == "| net | 12,345 | 28.50 |"
+    assert viz.table({"a": {}}, {"PSNR": ".2f"}).data.splitlines()[2] == "| a | – |"
+    with pytest.raises(ValueError, match="row 'a', column 'PSNR'"):
+        viz.table({"a": {"PSNR": "high"}}, {"PSNR": ".2f"})
+    with pytest.raises(ValueError, match="at least one column"):
+        viz.table(rows, {})

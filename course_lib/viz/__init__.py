@@ -28,6 +28,7 @@ __all__ = [
     "plot_samples_2d",
     "js_animation",
     "slider_explorer",
+    "table",
 ]
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels of the first image
@@ -256,3 +257,28 @@ def slider_explorer(draw: Callable[[plt.Figure, float], None], *, start: float, 
     slider.observe(render, names="value")
     render()
     return widgets.VBox([slider, out])
+
+
+def table(rows: dict[str, dict], columns: dict[str, str], *, corner: str = ""):
+    """A results table rendered as Markdown in a notebook: ``rows = {name: {column: value}}``,
+    ``columns = {column: format spec}`` (e.g. ``".2f"``); a missing or ``None`` value shows as "–",
+    and values of other columns are left out.
+
+    Returns an ``IPython.display.Markdown`` object; display it as a cell's last expression.
+    """
+    from IPython.display import Markdown
+
+    if not columns:
+        raise ValueError("table needs at least one column")
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in rows.items():
+        cells = []
+        for column, spec in columns.items():
+            value = row.get(column)
+            try:
+                cells.append("–" if value is None else format(value, spec))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"table: row {name!r}, column {column!r}: cannot format {value!r} "
+                                 f"with {spec!r} ({err})") from err
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return Markdown("\n".join(lines))
