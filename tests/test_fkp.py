@@ -93,7 +93,7 @@ def test_kernelgan_fkp_optimises_only_the_latent():
     assert k4.shape == (13, 13)
 
 
-@pytest.mark.parametrize("draw", [kg.draw_kernelgan, kg.draw_kernelgan_fkp])
+@pytest.mark.parametrize("draw", [kg.draw_kernelgan_fkp])
 def test_schematics_render(draw):
     import matplotlib.pyplot as plt
 

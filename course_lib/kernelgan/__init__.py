@@ -40,8 +40,8 @@ The modules, one concept each:
 * :mod:`course_lib.kernelgan.gan`: the trainer ``KernelGAN`` and ``estimate_kernel``;
 * :mod:`course_lib.kernelgan.fkp`: FKP's flow-based kernel prior (``KernelFlow``,
   ``load_kernel_flow``) and KernelGAN-FKP (``KernelGANFKP``, ``estimate_kernel_fkp``);
-* :mod:`course_lib.kernelgan.diagram`: schematics of G, D and FKP in the loop (``draw_kernelgan``,
-  ``draw_kernelgan_fkp``).
+* :mod:`course_lib.kernelgan.diagram`: the schematic of FKP in the loop (``draw_kernelgan_fkp``);
+  KernelGAN's G and D are drawn by :func:`course_lib.viz.diagrams.kernelgan_architecture`.
 
 Kernel utilities that are not GAN-specific live in :mod:`course_lib.degradation.kernels`
 (``post_process_kernel``, ``analytic_x4_kernel``, ``embed_kernel``) and the kernel error in
@@ -94,7 +94,7 @@ from course_lib.metrics import kernel_error
 
 from .config import PAPER_ITERATIONS, REGULARIZERS, KernelGANConfig
 from .crops import crop_probabilities, gradient_weight_map, sample_crop_corners
-from .diagram import draw_kernelgan, draw_kernelgan_fkp
+from .diagram import draw_kernelgan_fkp
 from .fkp import KernelFlow, KernelGANFKP, estimate_kernel_fkp, load_kernel_flow
 from .gan import KernelGAN, estimate_kernel
 from .networks import DeepLinearGenerator, KernelGANDiscriminator, downscale_valid
@@ -137,6 +137,5 @@ __all__ = [
     "KernelGANFKP",
     "estimate_kernel_fkp",
     "load_kernel_flow",
-    "draw_kernelgan",
     "draw_kernelgan_fkp",
 ]

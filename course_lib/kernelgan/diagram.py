@@ -1,6 +1,6 @@
-"""Schematics of KernelGAN (its generator G and discriminator D) and of KernelGAN-FKP (the flow's
-kernel in G's place), drawn with matplotlib from the configuration, so that the figure shows the
-layer sizes the code uses. Self-contained: boxes and arrows only."""
+"""Schematic of KernelGAN-FKP (the flow's kernel in G's place), drawn with matplotlib from the
+configuration, so that the figure shows the layer sizes the code uses. KernelGAN's own G and D are
+drawn by :func:`course_lib.viz.diagrams.kernelgan_architecture`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from .config import KernelGANConfig
 
-__all__ = ["draw_kernelgan", "draw_kernelgan_fkp"]
+__all__ = ["draw_kernelgan_fkp"]
 
-_G_COLOUR, _D_COLOUR, _DATA_COLOUR, _LOSS_COLOUR, _FLOW_COLOUR = "#cfe2f3", "#f4cccc", "#eeeeee", "#fff2cc", "#d9ead3"
+_G_COLOUR, _D_COLOUR, _DATA_COLOUR, _FLOW_COLOUR = "#cfe2f3", "#f4cccc", "#eeeeee", "#d9ead3"
 
 
 def _box(ax, x, y, w, h, text, colour, fontsize=8):
@@ -42,53 +42,6 @@ def _discriminator(ax, config: KernelGANConfig, x0: float, y: float, d_in: int) 
     _arrow(ax, (x0 + (len(layers) - 1) * step + 0.41, y), (out_x - 0.3, y))
     _box(ax, out_x + 0.25, y, 1.0, 0.5, f"{d_out}x{d_out} map\nP(real patch)", _DATA_COLOUR, fontsize=6)
     return out_x + 0.25
-
-
-def draw_kernelgan(config: KernelGANConfig | None = None, ax=None):
-    """KernelGAN: G (a deep linear network, strided last layer) downscales a crop of the LR image;
-    D (a fully convolutional patch discriminator) tells G's patches from the image's own. Returns
-    the figure."""
-    config = config or KernelGANConfig()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(11, 4.2))
-    else:
-        fig = ax.figure
-    crop, k = config.crop_size, config.kernel_size
-    g_out = (crop - k) // 2 + 1
-    y_g, y_real = 2.2, 0.6
-    _box(ax, 0.55, y_g, 1.0, 0.6, f"LR crop\n{crop}x{crop}", _DATA_COLOUR)
-    structure = config.g_structure
-    step = 0.9
-    x = 1.55
-    for i, size in enumerate(structure):
-        last = i == len(structure) - 1
-        cin = 1 if i == 0 else config.g_channels
-        cout = 1 if last else config.g_channels
-        text = f"{size}x{size}\n{cin}->{cout}" + ("\nstride 2" if last else "")
-        _box(ax, x + i * step, y_g, 0.75, 0.6, text, _G_COLOUR, fontsize=6)
-        _arrow(ax, (x + (i - 1) * step + 0.38 if i else 1.05, y_g), (x + i * step - 0.38, y_g))
-    end = x + (len(structure) - 1) * step
-    ax.text((x + end) / 2, y_g + 0.55, f"G: linear, no bias, one colour channel at a time = one {k}x{k} kernel,"
-            " then keep every 2nd pixel", ha="center", fontsize=7)
-    fake_x = end + 1.0
-    _arrow(ax, (end + 0.38, y_g), (fake_x - 0.45, y_g))
-    _box(ax, fake_x, y_g, 0.9, 0.6, f"G(crop)\n{g_out}x{g_out}", _DATA_COLOUR)
-    _box(ax, fake_x, y_real, 0.9, 0.6, f"real crop\n{g_out}x{g_out}", _DATA_COLOUR)
-    d_x0 = fake_x + 1.2
-    ymid = (y_g + y_real) / 2
-    _arrow(ax, (fake_x + 0.45, y_g), (d_x0 - 0.41, ymid + 0.1), "fake")
-    _arrow(ax, (fake_x + 0.45, y_real), (d_x0 - 0.41, ymid - 0.1), "real", offset=(0.0, -0.25))
-    out_x = _discriminator(ax, config, d_x0, ymid, g_out)
-    ax.text(d_x0 + 2.5, ymid + 0.45, "D: sees 7x7 patches only", ha="center", fontsize=7)
-    _box(ax, 3.7, 0.25, 5.6, 0.55, "R(k) on G's kernel: |1 - sum k| + boundaries + sparsity + centre;\n"
-         "bicubic prior |G(crop) - bicubic(crop)|^2 at the start", _LOSS_COLOUR, fontsize=7)
-    _box(ax, out_x, -0.35, 1.5, 0.55, "L1 to labels\n1 (real) / 0 (fake)", _LOSS_COLOUR, fontsize=7)
-    _arrow(ax, (out_x, ymid - 0.27), (out_x, -0.07))
-    ax.set_xlim(-0.1, out_x + 0.9)
-    ax.set_ylim(-0.75, 3.0)
-    ax.set_axis_off()
-    ax.set_title("KernelGAN: G downscales the image, D compares its patches with the image's own", fontsize=9)
-    return fig
 
 
 def draw_kernelgan_fkp(config: KernelGANConfig | None = None, kernel_size: int = 11, ax=None):
