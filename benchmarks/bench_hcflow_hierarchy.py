@@ -20,30 +20,19 @@ import time
 
 import torch
 
-from course_lib import data, hcflow
-from course_lib.data.dead_leaves import dead_leaves
+from course_lib import hcflow
 from course_lib.hcflow import ablation
-
-
-def test_sets(crop: int | None) -> dict[str, list[torch.Tensor]]:
-    """The held-out photos (centre crops) and six dead-leaves images of seeds no training batch uses."""
-    photos = [data.load_photo(name) for name in data.EVAL_PHOTOS]
-    return {"held-out photos": [hcflow.center_crop(p, crop, 4) for p in photos] if crop else photos,
-            "dead leaves": [dead_leaves(128, generator=torch.Generator().manual_seed(1000 + i)) for i in range(6)]}
 
 
 def report(models: dict, crop: int | None) -> None:
     seeds = sorted({seed for _, seed in models})
-    for set_name, images in test_sets(crop).items():
-        bits = {key: ablation.band_bits(m, images) for key, m in models.items()}
+    for set_name, images in ablation.test_sets(crop).items():
+        bits, effects = ablation.compare(models, images, ("level 1", "hr given lr"))
         print(f"{set_name} ({len(images)} images, photo crop {crop or 'none'}), bits per HR dimension")
         print(f"{'variant':<16}{'seed':>5}{'a_1':>9}{'a_2':>9}{'HR given LR':>13}")
         for (name, seed), b in sorted(bits.items()):
             print(f"{name:<16}{seed:>5}{b['level 1']:>9.3f}{b['level 2']:>9.3f}{b['hr given lr']:>13.3f}")
-        for part in ("level 1", "hr given lr"):
-            hier = [bits["hierarchical", s][part] for s in seeds]
-            flat = [bits["flat (LR only)", s][part] for s in seeds]
-            mean, se = ablation.paired_difference(hier, flat)
+        for part, (mean, se) in effects.items():
             print(f"hierarchical - flat, {part:<12}: {mean:+.3f} +- {se:.3f} bits/dim "
                   f"(mean +- s.e. over {len(seeds)} seeds)")
 

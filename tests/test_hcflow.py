@@ -481,3 +481,24 @@ def test_paired_difference_matches_scipy():
     assert mean == pytest.approx(np.mean(np.subtract(a, b))) and mean / se == pytest.approx(t)
     with pytest.raises(ValueError, match="equally long"):
         paired_difference([1.0], [1.0, 2.0])
+
+
+def test_ablation_compare_pairs_the_variants_by_seed_and_test_sets_are_held_out():
+    from course_lib import data
+    from course_lib.hcflow import ablation
+
+    base = tiny_model("sr", dtype=torch.float32).train()
+    base(torch.rand(2, 3, 16, 16))  # initialise the ActNorms
+    runs = {(name, seed): model.eval() for seed in (0, 1)
+            for name, model in ablation.conditioning_variants(base, seed=seed).items()}
+    images = [torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    bits, effects = ablation.compare(runs, images, ("level 1", "hr given lr"))
+    for part in ("level 1", "hr given lr"):
+        expected = ablation.paired_difference([bits["hierarchical", s][part] for s in (0, 1)],
+                                              [bits["flat (LR only)", s][part] for s in (0, 1)])
+        assert effects[part] == pytest.approx(expected)
+    assert bits["hierarchical", 0] == ablation.band_bits(runs["hierarchical", 0], images)
+    sets = ablation.test_sets(32, leaves=2, leaf_size=16)
+    assert [tuple(x.shape) for x in sets["held-out photos"]] == [(3, 32, 32)] * len(data.EVAL_PHOTOS)
+    assert [tuple(x.shape) for x in sets["dead leaves"]] == [(3, 16, 16)] * 2
+    assert not torch.equal(*sets["dead leaves"])

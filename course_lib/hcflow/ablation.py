@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from course_lib import data
+from course_lib.data.dead_leaves import dead_leaves
 from course_lib.rescaling import center_crop
 
 from .losses import nll_parts_bits_per_dim
@@ -33,8 +35,8 @@ from .model import HCFlow
 from .train import CHECKPOINT_DIR, TrainConfig, train
 
 __all__ = [
-    "FINEST", "SHIPPED", "VARIANT_NAMES", "band_bits", "conditioning_variants", "load_variants",
-    "paired_difference", "save_variants", "train_variants",
+    "FINEST", "SHIPPED", "VARIANT_NAMES", "band_bits", "compare", "conditioning_variants", "load_variants",
+    "paired_difference", "save_variants", "test_sets", "train_variants",
 ]
 
 SHIPPED = CHECKPOINT_DIR / "hcflow_hierarchy_ablation.pt"
@@ -107,7 +109,7 @@ def save_variants(path: str | os.PathLike, variants: dict[tuple[str, int], HCFlo
     """Write every variant and seed to one file: the shared weights once, the finest band's trained
     conditional parts of each run, the name of the base checkpoint and the training configuration.
     Floating-point weights are stored in float16 (half the size; :func:`load_variants` returns
-    float32 models), which moves the bits per dimension by well under 0.001."""
+    float32 models), which moves the bits per dimension by at most about 0.001."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(variants.values()))
@@ -169,3 +171,25 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
         return mean, float("nan")
     var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
     return mean, math.sqrt(var / len(d))
+
+
+def test_sets(crop: int | None = 256, *, leaves: int = 6, leaf_size: int = 128) -> dict[str, list[torch.Tensor]]:
+    """The two held-out sets of the ablation: the photos ``data.EVAL_PHOTOS`` (centre crops of
+    ``crop``, whole with ``None``) and ``leaves`` dead-leaves images of seeds 1000, 1001, ..., which
+    no training batch uses."""
+    photos = [data.load_photo(name) for name in data.EVAL_PHOTOS]
+    return {"held-out photos": [center_crop(p, crop, 4) for p in photos] if crop else photos,
+            "dead leaves": [dead_leaves(leaf_size, generator=torch.Generator().manual_seed(1000 + i))
+                            for i in range(leaves)]}
+
+
+def compare(models: dict[tuple[str, int], HCFlow], images, parts: tuple[str, ...] = ("hr given lr",),
+            ) -> tuple[dict[tuple[str, int], dict[str, float]], dict[str, tuple[float, float]]]:
+    """:func:`band_bits` of every run on ``images``, and for each of ``parts`` the hierarchical minus
+    flat difference paired by seed (:func:`paired_difference`: mean and standard error)."""
+    bits = {key: band_bits(model, images) for key, model in models.items()}
+    seeds = sorted({seed for _, seed in models})
+    hier, flat = VARIANT_NAMES[True], VARIANT_NAMES[False]
+    effects = {part: paired_difference([bits[hier, s][part] for s in seeds], [bits[flat, s][part] for s in seeds])
+               for part in parts}
+    return bits, effects
