@@ -324,12 +324,11 @@ class HCFlow(RescalingFlow):
 
     def encode(self, hr: Tensor) -> tuple[Tensor, Tensor]:
         """HR -> (LR before quantisation, z) of ``hr + data_offset`` (:attr:`data_offset`)."""
-        return super().encode(hr + self.data_offset if self.data_offset else hr)
+        return super().encode(hr + self.data_offset)
 
     def decode(self, lr: Tensor, z: Tensor) -> Tensor:
         """(LR, z) -> HR, the flow's inverse minus :attr:`data_offset`: the exact inverse of :meth:`encode`."""
-        x = super().decode(lr, z)
-        return x - self.data_offset if self.data_offset else x
+        return super().decode(lr, z) - self.data_offset
 
     # -- packing of the latents -------------------------------------------------------------------
     def pack(self, eps: list[Tensor]) -> Tensor:
