@@ -52,14 +52,14 @@ NLLFn = Callable[..., Tensor]
 EVAL_CHOICES = ("photos", "set5", "set14", "b100", "urban100")
 
 
-def evaluation_set(name: str | os.PathLike | None = "photos", *, download: bool = True,
+def evaluation_set(name: str | os.PathLike | None = "photos", *, download: bool = False,
                    max_images: int | None = None) -> tuple[str, dict[str, Tensor] | None]:
     """The images of ``--eval name`` and a line that says what they are.
 
     ``"photos"`` (or ``None``): ``(description, None)``, i.e. :func:`evaluate`'s default, the
     packaged held-out photos ``data.EVAL_PHOTOS``; ``"set5"``, ``"set14"``, ``"b100"``,
-    ``"urban100"``: the HR images of that test set (:func:`course_lib.data.dataset_path`; downloaded
-    once unless ``download=False``, which raises FileNotFoundError when it is not cached); any
+    ``"urban100"``: the HR images of that test set (:func:`course_lib.data.dataset_path`; from the
+    cache, downloaded into it only with ``download=True``, else FileNotFoundError); any
     other value: a folder of images. The images come as ``{file stem: (3, H, W) tensor}`` (gray
     images made RGB), in natural file order; ``max_images`` keeps the first ones.
     """

@@ -368,7 +368,7 @@ def run_command(args, *, train: Callable[..., tuple[nn.Module, Any]], load: Call
     from course_lib import evaluation
 
     device = torch.device(args.device) if getattr(args, "device", None) else config.get_device()
-    what, images = evaluation.evaluation_set(getattr(args, "eval", "photos"))
+    what, images = evaluation.evaluation_set(getattr(args, "eval", "photos"), download=True)  # --eval names it
     model = load(args).to(device)
     use_nll = nll if getattr(args, "nll", False) and model.mode == "sr" else None
     if getattr(args, "nll", False) and use_nll is None:

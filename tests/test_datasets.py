@@ -191,7 +191,12 @@ def test_fresh_download_unpacks_and_loads(server, monkeypatch, isolated, kind, f
     server.files[filename] = blob
     register(monkeypatch, "tiny", Archive(url=server.url(filename), sha256=sha256(blob)), n_images=3)
 
-    folder = dataset_path("tiny", quiet=True)
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        dataset_path("tiny")  # by default nothing is fetched: code that runs offline never needs the network
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        load_dataset_images("tiny")
+    assert server.requests == []
+    folder = dataset_path("tiny", download=True, quiet=True)
     assert folder == isolated / "tiny" / "tiny" / "HR"  # <cache>/<archive name>/<home>/<hr>
     assert [p.name for p in list_images(folder)] == ["img_1.png", "img_2.png", "img_3.png"]
     assert not (isolated / "downloads" / filename).exists()  # deleted once unpacked
@@ -213,7 +218,7 @@ def test_cache_hit_makes_no_request(server, monkeypatch, isolated):
     server.files["tiny.tar.gz"] = blob
     register(monkeypatch, "tiny", Archive(url=server.url("tiny.tar.gz"), sha256=sha256(blob)))
 
-    first = dataset_path("tiny", quiet=True)
+    first = dataset_path("tiny", download=True, quiet=True)
     assert len(server.requests) == 1
     mtimes = {p: p.stat().st_mtime_ns for p in list_images(first)}
     assert dataset_path("tiny") == first
@@ -244,7 +249,7 @@ def test_unexpected_image_count_warns(server, monkeypatch):
     server.files["tiny.tar"] = blob
     register(monkeypatch, "tiny", Archive(url=server.url("tiny.tar"), sha256=sha256(blob)), n_images=5)
     with pytest.warns(UserWarning, match="expected 5 HR images, found 2"):
-        dataset_path("tiny", quiet=True)
+        dataset_path("tiny", download=True, quiet=True)
 
 
 def test_folders_with_wrappers_aliases_and_file_parts(server, monkeypatch, isolated):
@@ -260,7 +265,7 @@ def test_folders_with_wrappers_aliases_and_file_parts(server, monkeypatch, isola
              home="TinyRK", home_aliases=("TinyRK_public",),
              parts={"hr": "gt", "lr_x2": "lr_x2", "kernels_x2": "gt_k_x2"}, file_parts=("kernels_x2",))
 
-    hr = dataset_path("tinyrk", quiet=True)
+    hr = dataset_path("tinyrk", download=True, quiet=True)
     assert hr == isolated / "TinyRK_public" / "TinyRK_public" / "gt"
     assert [p.name for p in list_images(hr)] == ["img_1_gt.png", "img_2_gt.png", "img_10_gt.png"]
     assert [p.name for p in list_images(dataset_path("tinyrk", part="lr_x2"))] == ["im_1.png", "im_2.png",
@@ -288,7 +293,7 @@ def test_resume_after_a_cut_uses_range_and_verifies(server, monkeypatch, isolate
     server.cut_next = 1  # the first response stops halfway and closes the connection
     register(monkeypatch, "tiny", Archive(url=server.url("tiny.tar"), sha256=sha256(blob)))
 
-    folder = dataset_path("tiny", quiet=True)
+    folder = dataset_path("tiny", download=True, quiet=True)
     assert len(list_images(folder)) == 3
     assert [r["range"] for r in server.requests] == [None, f"bytes={len(blob) // 2}-"]
 
@@ -359,7 +364,7 @@ def test_checksum_mismatch_removes_only_the_bad_file(server, monkeypatch, isolat
         path.write_bytes(b"not ours to delete")
 
     with pytest.raises(ChecksumError) as err:
-        dataset_path("tiny", quiet=True)
+        dataset_path("tiny", download=True, quiet=True)
     message = str(err.value)
     assert "tiny.tar.gz" in message and wrong in message and sha256(blob) in message
     assert not (downloads / "tiny.tar.gz").exists() and not (downloads / "tiny.tar.gz.part").exists()
@@ -391,7 +396,7 @@ def test_no_recorded_checksum_warns_with_the_sha256(server, monkeypatch):
     server.files["tiny.zip"] = blob
     register(monkeypatch, "tiny", Archive(url=server.url("tiny.zip"), sha256=None))
     with pytest.warns(UnverifiedDownloadWarning, match=f"could not be verified.*{sha256(blob)}"):
-        folder = dataset_path("tiny", quiet=True)
+        folder = dataset_path("tiny", download=True, quiet=True)
     assert len(list_images(folder)) == 3
 
 
@@ -405,7 +410,7 @@ def test_no_network_names_the_manual_steps(monkeypatch, isolated):
     digest = "ab" * 32
     register(monkeypatch, "tiny", Archive(url=url, sha256=digest))
     with pytest.raises(DownloadError) as err:
-        dataset_path("tiny", quiet=True)
+        dataset_path("tiny", download=True, quiet=True)
     message = str(err.value)
     assert url in message
     assert str(isolated / "downloads" / "tiny.tar.gz") in message  # where to put the file
@@ -457,7 +462,7 @@ def test_an_unpacked_folder_without_the_layout_is_not_touched(monkeypatch, isola
     stranger.parent.mkdir(parents=True)
     stranger.write_text("mine")
     with pytest.raises(FileExistsError, match="does not hold the data set"):
-        dataset_path("tiny")
+        dataset_path("tiny", download=True)
     assert stranger.read_text() == "mine"
 
 
@@ -466,7 +471,7 @@ def test_unsafe_archive_members_are_refused(server, monkeypatch, isolated):
     server.files["tiny.tar"] = blob
     register(monkeypatch, "tiny", Archive(url=server.url("tiny.tar"), sha256=sha256(blob)))
     with pytest.raises(ValueError, match="unsafe member '../evil.png'"):
-        dataset_path("tiny", quiet=True)
+        dataset_path("tiny", download=True, quiet=True)
     assert not (isolated.parent / "evil.png").exists()
     assert not (isolated / "tiny").exists() and not (isolated / "tiny.unpacking").exists()
 

@@ -391,3 +391,43 @@ def test_command_lines_take_the_data_eval_time_and_precision_flags():
         e = p.parse_args(["evaluate", "--checkpoint", "x.pt"])
         assert e.eval == "photos" and not e.lpips
         assert p.parse_args(["evaluate", "--checkpoint", "x.pt", "--eval", "set5", "--lpips"]).eval == "set5"
+
+
+def test_only_the_command_lines_ask_for_a_download(monkeypatch, tmp_path):
+    """The library never fetches by default; ``--data`` and ``--eval`` on a command line name a data
+    set to fetch, so the commands pass ``download=True`` on to the data layer."""
+    import inspect
+
+    from course_lib.data import datasets, loader
+
+    for fn in (datasets.dataset_path, datasets.load_dataset_images, loader.training_batches,
+               evaluation.evaluation_set, irn.train, irn.train_plus, hcflow.train):
+        assert inspect.signature(fn).parameters["download"].default is False, fn.__name__
+
+    class StopError(Exception):
+        pass
+
+    seen = {}
+
+    def fake_set(name, **kwargs):
+        seen["eval"] = (name, kwargs.get("download"))
+        raise StopError
+
+    from course_lib.hcflow import __main__ as hcflow_cli
+    from course_lib.irn import __main__ as irn_cli
+
+    monkeypatch.setattr(evaluation, "evaluation_set", fake_set)
+    with pytest.raises(StopError):
+        hcflow_cli.main(["evaluate", "--mode", "sr", "--eval", "set5", "--device", "cpu"])
+    assert seen["eval"] == ("set5", True)
+
+    def fake_train(*args, **kwargs):
+        seen["train"] = (kwargs.get("data"), kwargs.get("download"))
+        raise StopError
+
+    for module, argv in ((hcflow_cli, ["train", "--mode", "sr"]), (irn_cli, ["train", "--scale", "2"])):
+        monkeypatch.setattr(module, "train", fake_train)
+        with pytest.raises(StopError):
+            module.main([*argv, "--profile", "test", "--out", str(tmp_path / "x.pt"), "--data", "div2k",
+                         "--device", "cpu"])
+        assert seen.pop("train") == ("div2k", True)

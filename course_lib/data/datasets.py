@@ -10,9 +10,13 @@ the checksum it must have and where the images are once it is unpacked::
 
     from course_lib.data import dataset_path, load_dataset_images
 
-    folder = dataset_path("set5")                  # downloads and unpacks once, then a cache hit
-    images = load_dataset_images("set5")           # five (3, H, W) float tensors in [0, 1]
-    lr_x2 = dataset_path("div2krk", part="lr_x2")  # DIV2KRK's blurred and subsampled images
+    folder = dataset_path("set5", download=True)   # downloads and unpacks once, then a cache hit
+    images = load_dataset_images("set5")           # five (3, H, W) float tensors in [0, 1], from the cache
+    lr_x2 = dataset_path("div2krk", part="lr_x2", download=True)  # DIV2KRK's blurred and subsampled images
+
+Nothing is fetched unless a call says ``download=True`` (the command lines do so for ``--data`` and
+``--eval``): by default a data set missing from the cache raises FileNotFoundError with the
+manual steps, so code that runs offline never reaches for the network.
 
 =================  ===================================  ========================================
 name               images                               archive
@@ -681,13 +685,14 @@ _download = download  # dataset_path's keyword ``download`` hides the function t
 
 
 def dataset_path(name: str, *, part: str = "hr", root: str | os.PathLike | None = None,
-                 download: bool = True, cache_dir: str | os.PathLike | None = None,
+                 download: bool = False, cache_dir: str | os.PathLike | None = None,
                  quiet: bool = False) -> Path:
     """The folder of data set ``name``'s images (``part='hr'``: the ground truth).
 
     Looked up in this order: ``root`` (a folder you have: its images, or the archive's layout);
-    the environment variable ``COURSE_DATA_<NAME>`` (same); the cache, downloading into it if
-    needed (``download=False`` raises FileNotFoundError with the manual steps instead). Other
+    the environment variable ``COURSE_DATA_<NAME>`` (same); the cache. A data set missing from the
+    cache is downloaded into it only with ``download=True``; by default it raises FileNotFoundError
+    with the manual steps. Other
     parts: ``'lr_bicubic_x2'`` ... ``'lr_bicubic_x4'`` for Set5, Set14, B100 and Urban100;
     ``'lr_x2'``, ``'lr_x4'``, ``'kernels_x2'``, ``'kernels_x4'`` for DIV2KRK. The folder is
     checked to hold images (files, for kernel parts).
@@ -718,7 +723,7 @@ def dataset_path(name: str, *, part: str = "hr", root: str | os.PathLike | None 
 
 def load_dataset_images(name_or_dir: str | os.PathLike, *, max_images: int | None = None,
                         part: str = "hr", root: str | os.PathLike | None = None,
-                        download: bool = True, channels: int | None = 3) -> list[torch.Tensor]:
+                        download: bool = False, channels: int | None = 3) -> list[torch.Tensor]:
     """Read a data set's images (a registered name, or any folder) as (C, H, W) float tensors.
 
     Images are read in natural file order by :func:`course_lib.data.photos.load_image` (values

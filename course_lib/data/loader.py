@@ -240,15 +240,15 @@ class PrefetchedBatches:
 
 def training_batches(data: str | os.PathLike | None, patch: int, batch: int, *, scale: int | None = None,
                      seed: int = 0, dead_leaves_fraction: float = 0.25, images=None, workers: int = 0,
-                     stop: int = 2**62, pin_memory: bool = False, download: bool = True,
+                     stop: int = 2**62, pin_memory: bool = False, download: bool = False,
                      progress: bool = True) -> tuple[BatchFn, str]:
     """The training batches of ``--data`` and a line that says what they are.
 
     ``data``: ``None`` or ``"photos"``: the packaged training photos (or ``images``) and a fraction
     ``dead_leaves_fraction`` of dead-leaves patches
     (:func:`~course_lib.data.patches.training_sampler`); ``"div2k"`` (or ``"div2k_train"``): the
-    800 DIV2K training images (:func:`~course_lib.data.datasets.dataset_path`, downloaded once
-    unless ``download=False``); any other string: a folder of images (:class:`FolderPatches`).
+    800 DIV2K training images (:func:`~course_lib.data.datasets.dataset_path`: from the cache,
+    downloaded into it only with ``download=True``); any other string: a folder of images (:class:`FolderPatches`).
     The evaluation sets (``EVAL_SETS``) are refused. With ``workers`` > 0 the batches come from a
     :class:`PrefetchedBatches` (``stop``: the run's total steps).
     """

@@ -87,7 +87,8 @@ def _train(args: argparse.Namespace):
           f"threads {torch.get_num_threads()} | {cfg}", flush=True)
     return train(args.mode, scale, cfg, checkpoint=args.out, seed=args.seed, device=device,
                  eval_every=args.eval_every, progress=not args.no_progress, model=model, features=args.features,
-                 data=args.data, workers=args.workers, amp=args.amp, max_seconds=args.max_seconds)
+                 data=args.data, workers=args.workers, amp=args.amp, max_seconds=args.max_seconds,
+                 download=True)  # --data names what to fetch
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -135,7 +135,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
           checkpoint_every: int | None = None, images: Sequence | None = None,
           features: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
           workers: int | None = None, amp: bool | None = None,
-          max_seconds: float | None = None) -> tuple[HCFlow, training.History]:
+          max_seconds: float | None = None, download: bool = False) -> tuple[HCFlow, training.History]:
     """Train an HCFlow of ``mode`` ('sr' or 'rescale') and ``scale`` on the training photos.
 
     With ``checkpoint`` an existing file of the same tag is resumed (exactly: batches depend on the
@@ -152,8 +152,9 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     discriminator on real patches vs samples at temperature 0.9 (:func:`course_lib.losses.gan_critics`;
     ``features`` is an optional VGG-19 weights file). The checkpoint holds the discriminator too.
 
-    ``data``: ``None``/``"photos"`` (the packaged photos and dead leaves), ``"div2k"`` or a folder of
-    images (:func:`course_lib.data.loader.training_batches`); ``workers`` DataLoader processes
+    ``data``: ``None``/``"photos"`` (the packaged photos and dead leaves), ``"div2k"`` (from the data
+    cache; fetched into it only with ``download=True``) or a folder of images
+    (:func:`course_lib.data.loader.training_batches`); ``workers`` DataLoader processes
     build the batches ahead (default: 2 on CUDA, else none). ``amp``: mixed precision for the
     flow's update (default: on for CUDA; the likelihood and log-determinants are summed in float32,
     :func:`course_lib.hcflow.losses.log_likelihood`). ``max_seconds``: stop after that much
@@ -176,7 +177,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
     batch_fn, source = training_batches(data, cfg.patch, cfg.batch, scale=scale, seed=seed,
                                         dead_leaves_fraction=cfg.dead_leaves_fraction, images=images,
                                         workers=workers, stop=cfg.steps, pin_memory=device.type == "cuda",
-                                        progress=progress)
+                                        download=download, progress=progress)
     if data is not None and str(data) != "photos":
         print(f"HCFlow {mode} x{scale}: training on {source}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))

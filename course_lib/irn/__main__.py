@@ -74,10 +74,10 @@ def _train(args: argparse.Namespace):
                              "(also when resuming, for the architecture)")
         return train_plus(init, cfg, checkpoint=args.out, seed=args.seed, device=device,
                           d_init_steps=args.d_init_steps, features=args.features, progress=not args.no_progress,
-                          data=args.data, max_seconds=args.max_seconds)
+                          data=args.data, max_seconds=args.max_seconds, download=True)
     return train(scale, cfg, checkpoint=args.out, seed=args.seed, device=device, amp=args.amp,
                  eval_every=args.eval_every, model=init, progress=not args.no_progress, data=args.data,
-                 workers=args.workers, max_seconds=args.max_seconds)
+                 workers=args.workers, max_seconds=args.max_seconds, download=True)  # --data names what to fetch
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,7 +99,7 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
           eval_every: int = 0, eval_crop: int = 128, progress: bool = True,
           model: IRN | None = None, images: Sequence | None = None, data: str | os.PathLike | None = None,
           workers: int | None = None, max_seconds: float | None = None,
-          weights: LossWeights | None = None) -> tuple[IRN, training.History]:
+          weights: LossWeights | None = None, download: bool = False) -> tuple[IRN, training.History]:
     """Train an IRN on the shared loop (:class:`course_lib.training.Trainer`; Adam, MultiStepLR
     halving at ``cfg.milestones``: 20/40/60/80% of the steps like the official schedule by default;
     gradient clipping). With ``checkpoint`` an existing file of the same scale is resumed; the
@@ -108,8 +108,9 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     and ``eval_lr_vs_bicubic_psnr``). ``seed`` fixes the initial weights and the batches (a rerun
     gives the same model); ``images`` (names or tensors) replaces ``data.TRAIN_PHOTOS``.
 
-    ``data``: ``None``/``"photos"`` (the packaged photos and dead leaves), ``"div2k"`` or a folder of
-    images (:func:`course_lib.data.loader.training_batches`); ``workers`` DataLoader processes
+    ``data``: ``None``/``"photos"`` (the packaged photos and dead leaves), ``"div2k"`` (from the data
+    cache; fetched into it only with ``download=True``) or a folder of images
+    (:func:`course_lib.data.loader.training_batches`); ``workers`` DataLoader processes
     build the batches ahead (default: 2 on CUDA, else none). ``amp``: mixed precision (default: on
     for CUDA; the losses stay float32). ``max_seconds``: stop after that much wall-clock time in
     this session, checkpoint written; calling again resumes (:meth:`course_lib.training.Trainer.run`).
@@ -137,7 +138,7 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
     batch_fn, source = training_batches(data, cfg.patch, cfg.batch, scale=scale, seed=seed,
                                         dead_leaves_fraction=cfg.dead_leaves_fraction, images=images,
                                         workers=workers, stop=cfg.steps, pin_memory=device.type == "cuda",
-                                        progress=progress)
+                                        download=download, progress=progress)
     if data is not None and str(data) != "photos":
         print(f"IRN x{scale}: training on {source}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
@@ -183,7 +184,7 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
                seed: int = 0, device: torch.device | str | None = None, d_init_steps: int = 0,
                features: str | os.PathLike | None = None, progress: bool = True,
                images: Sequence | None = None, data: str | os.PathLike | None = None,
-               max_seconds: float | None = None) -> tuple[IRN, training.History]:
+               max_seconds: float | None = None, download: bool = False) -> tuple[IRN, training.History]:
     """Fine-tune a trained IRN into IRN+ (official ``train_IRN+_x4.yml``).
 
     Each step updates the IRN on :func:`course_lib.irn.losses.irn_plus_loss` (with the perceptual
@@ -192,7 +193,7 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
     the first ``d_init_steps`` steps only the discriminator learns (official ``D_init_iters``). The
     critics come from :func:`course_lib.losses.gan_critics` (``features``: a VGG-19 weights file).
     The checkpoint holds both networks and the IRN's ``model_config``, so an interrupted run
-    resumes exactly. ``data`` and ``max_seconds`` as in :func:`train` (no mixed precision here).
+    resumes exactly. ``data``, ``download`` and ``max_seconds`` as in :func:`train` (no mixed precision here).
 
     Paper: Xiao et al. 2020, sec. 4 (ECCV version; IRN+, equation numbers not verified) · Book: chapter 5, section
     "IRN+: matching the distribution of images, not only of z" · Official code: pkuxmq/Invertible-Image-Rescaling,
@@ -207,7 +208,8 @@ def train_plus(model: IRN, cfg: TrainConfig, *, checkpoint: str | os.PathLike | 
     perceptual.to(device)
     discriminator.to(device)
     batch_fn, _ = training_batches(data, cfg.patch, cfg.batch, scale=model.scale, seed=seed,
-                                   dead_leaves_fraction=cfg.dead_leaves_fraction, images=images, progress=progress)
+                                   dead_leaves_fraction=cfg.dead_leaves_fraction, images=images, download=download,
+                                   progress=progress)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     scheduler = lr_schedule(opt_g, cfg)
