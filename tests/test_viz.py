@@ -95,3 +95,22 @@ def test_table_renders_markdown_with_formats_and_names_bad_values():
         viz.table({"a": {"PSNR": "high"}}, {"PSNR": ".2f"})
     with pytest.raises(ValueError, match="at least one column"):
         viz.table(rows, {})
+
+
+def test_plot_continued_run_numbers_the_new_steps_on_from_the_shipped_run():
+    from course_lib.training import History
+
+    before, after = History(), History()
+    for s in range(1, 101):
+        before.record(s, {"loss": 2.0 + 0.01 * (s % 3)})
+    for s in range(1, 6):
+        after.record(s, {"loss": 1.5})
+    ax = viz.plot_continued_run(before, after, label="shipped", ylabel="NLL", zoom=30, log=True)
+    lines = ax.get_lines()
+    assert list(lines[1].get_xdata()) == [101, 102, 103, 104, 105]  # numbered on from step 100
+    assert list(lines[1].get_ydata()) == [1.5] * 5
+    assert ax.get_xlim() == (70, 115) and ax.get_yscale() == "log"
+    assert "shipped: its last run" in [t.get_text() for t in ax.get_legend().get_texts()][0]
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="logged steps"):
+        viz.plot_continued_run(History(), after, label="x", ylabel="y")

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+
+if TYPE_CHECKING:
+    from course_lib.training import History
 
 __all__ = [
     "to_display",
@@ -29,6 +33,7 @@ __all__ = [
     "js_animation",
     "slider_explorer",
     "table",
+    "plot_continued_run",
 ]
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels of the first image
@@ -282,3 +287,25 @@ def table(rows: dict[str, dict], columns: dict[str, str], *, corner: str = ""):
                                  f"with {spec!r} ({err})") from err
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return Markdown("\n".join(lines))
+
+
+def plot_continued_run(before: History, after: History, key: str = "loss", *, label: str, ylabel: str,
+                       zoom: int = 400, log: bool = False, ax: plt.Axes | None = None) -> plt.Axes:
+    """A run that continued a shipped model: the shipped run's ``key`` (running mean of 50, the
+    last ``zoom`` steps shown) and then ``after``'s steps, every value and their running mean of 10,
+    numbered on from the end of ``before``. ``label`` names the shipped run in the legend."""
+    if not before.steps or not after.steps:
+        raise ValueError("both histories need logged steps")
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 3))[1]
+    offset = before.steps[-1]
+    new_steps = [offset + s for s in after.steps]
+    ax.plot(before.steps, before.smoothed(key, 50), label=f"{label}: its last run (running mean of 50)")
+    ax.plot(new_steps, after.logs[key], ".", color="C1", alpha=0.4, label="this cell: every step")
+    ax.plot(new_steps, after.smoothed(key, 10), color="C1", label="this cell (running mean of 10)")
+    ax.set_xlim(max(0, offset - zoom), new_steps[-1] + 10)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return ax
