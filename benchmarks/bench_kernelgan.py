@@ -143,7 +143,8 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                 start, cpu_start = time.perf_counter(), time.process_time()
                 case["fkp_estimate"], _ = estimate_kernel_fkp(
                     case["lr"], args.fkp_iterations, flow=kernel_flow(), lr_latent=args.fkp_lr,
-                    lambda_latent=args.fkp_latent, device=device, seed=case["photo_index"] + 10 * case["kernel_index"],
+                    lambda_latent=args.fkp_latent, latent_radius=args.fkp_radius, critic=args.fkp_critic,
+                    config=kg.KernelGANConfig(crops_per_step=args.fkp_crops), device=device, seed=case["photo_index"] + 10 * case["kernel_index"],
                     progress=False)
                 case["fkp_seconds"] = time.perf_counter() - start
                 case["fkp_cpu_seconds"] = time.process_time() - cpu_start
@@ -169,6 +170,8 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                 start, cpu_start = time.perf_counter(), time.process_time()
                 case["fkp_estimate"], _ = estimate_kernel_fkp(lr, args.fkp_iterations, flow=kernel_flow(),
                                                               lr_latent=args.fkp_lr, lambda_latent=args.fkp_latent,
+                                                              latent_radius=args.fkp_radius, critic=args.fkp_critic,
+                                                              config=kg.KernelGANConfig(crops_per_step=args.fkp_crops),
                                                               device=device, seed=i + 10 * j, progress=False)
                 case["fkp_seconds"] = time.perf_counter() - start
                 case["fkp_cpu_seconds"] = time.process_time() - cpu_start
@@ -315,6 +318,11 @@ def main() -> None:
     parser.add_argument("--fkp-iterations", type=int, default=600)
     parser.add_argument("--fkp-lr", type=float, default=1e-2, help="Adam learning rate on FKP's latent")
     parser.add_argument("--fkp-latent", type=float, default=0.0, help="weight of FKP's latent penalty")
+    parser.add_argument("--fkp-critic", choices=("kernelgan", "wgan-gp"), default="kernelgan",
+                        help="KernelGAN-FKP's critic: KernelGAN's D and L1 loss, or the official WGAN-GP critic")
+    parser.add_argument("--fkp-crops", type=int, default=1, help="crops per KernelGAN-FKP iteration")
+    parser.add_argument("--fkp-radius", type=float, default=None,
+                        help="keep FKP's latent on the sphere of this radius (official: kernel size - 1 = 10)")
     parser.add_argument("--health", action="store_true",
                         help="full KernelGAN runs on astronaut (kernel 0) for --seeds: kernel sums and errors")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

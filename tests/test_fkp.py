@@ -93,6 +93,70 @@ def test_kernelgan_fkp_optimises_only_the_latent():
     assert k4.shape == (13, 13)
 
 
+def test_latent_radius_keeps_z_on_the_sphere_from_a_seeded_draw():
+    """FKP's spherical optimiser: z starts as a seeded N(0, I) draw scaled to the radius and stays
+    on the sphere after every update of G; a non-positive radius is refused."""
+    flow = kg.load_kernel_flow()
+    image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
+    config = kg.KernelGANConfig(iterations=3, g_channels=4, d_channels=8, d_layers=3, crop_size=32)
+    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", latent_radius=10.0, seed=3)
+    draw = torch.randn(1, flow.dim, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(gan.G.z.detach(), draw * 10.0 / draw.norm())
+    z0 = gan.G.z.detach().clone()
+    history = gan.fit(progress=False)
+    assert not torch.equal(gan.G.z.detach(), z0)
+    assert history.logs["z_norm"] == pytest.approx([10.0] * 3, rel=1e-5)
+    with pytest.raises(ValueError, match="latent_radius"):
+        kg.KernelGANFKP(image, config, flow=flow, device="cpu", latent_radius=0.0)
+
+
+def test_crops_per_step_batches_the_crops_of_an_iteration():
+    image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
+    config = kg.KernelGANConfig(iterations=5, g_channels=4, d_channels=8, d_layers=3, crop_size=32)
+    one = kg.KernelGAN(image, config, device="cpu")
+    (gt, gl), (dt, dl) = one.g_corners[2].tolist(), one.d_corners[2].tolist()
+    g_in, d_in = one.crops(2)  # one crop: the image (in [-1, 1]) at the step's corners
+    torch.testing.assert_close(g_in[0], 2 * image[:, gt:gt + 32, gl:gl + 32] - 1)
+    torch.testing.assert_close(d_in[0], 2 * image[:, dt:dt + one.d_crop, dl:dl + one.d_crop] - 1)
+    four = kg.KernelGAN(image, kg.KernelGANConfig(**{**config.__dict__, "crops_per_step": 4}), device="cpu")
+    g_in, d_in = four.crops(7)  # steps wrap around the prepared iterations
+    assert g_in.shape == (4, 3, 32, 32) and d_in.shape == (4, 3, four.d_crop, four.d_crop)
+    assert len(four.g_corners) == 20
+    four.fit(2, progress=False)  # trains on the batch
+    with pytest.raises(ValueError, match="crops_per_step"):
+        kg.KernelGANConfig(crops_per_step=0)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_exact():
+    """For D(x) = <w, x> the gradient is w at every x_hat: the penalty is weight * (|w| - 1)^2."""
+    w = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)
+    penalty = fkp.gradient_penalty(critic, real, fake, 0.1)
+    assert penalty.item() == pytest.approx(0.1 * (w.norm().item() - 1) ** 2, rel=1e-5)
+
+
+def test_wgan_gp_critic_trains_z_only_and_refuses_unknown_critics():
+    flow = kg.load_kernel_flow()
+    image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
+    config = kg.KernelGANConfig(iterations=2, crop_size=40, crops_per_step=2)
+    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", critic="wgan-gp", latent_radius=10.0)
+    assert isinstance(gan.D, fkp.WGANCritic) and gan.D(torch.zeros(1, 3, 11, 11)).shape == (1, 1, 1, 1)
+    d_before = [p.clone() for p in gan.D.parameters()]
+    z0 = gan.G.z.detach().clone()
+    history = gan.fit(progress=False)
+    assert not torch.equal(gan.G.z.detach(), z0)
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, gan.D.parameters()))
+    assert history.logs["z_norm"] == pytest.approx([10.0, 10.0], rel=1e-5)
+    with pytest.raises(ValueError, match="critic"):
+        kg.KernelGANFKP(image, config, flow=flow, device="cpu", critic="hinge")
+    with pytest.raises(ValueError, match="receptive field"):
+        kg.KernelGANFKP(image, kg.KernelGANConfig(iterations=2, crop_size=32), flow=flow, critic="wgan-gp")
+
+
 @pytest.mark.parametrize("draw", [kg.draw_kernelgan_fkp])
 def test_schematics_render(draw):
     import matplotlib.pyplot as plt

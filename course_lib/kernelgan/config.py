@@ -39,6 +39,9 @@ class KernelGANConfig:
     ``noise_in_g_step``: add the fake crops' noise (``noise_fake``) in ``G``'s step too, so that
     ``G`` is judged on what ``D`` was trained on (the official code adds it in ``D``'s step only).
 
+    ``crops_per_step``: how many (G crop, D crop) pairs one iteration trains on (official KernelGAN:
+    1; official KernelGAN-FKP: batches of 64). ``1`` draws exactly the crops of earlier versions.
+
     ``regularizers`` lists the kernel terms that are on (a subset of ``REGULARIZERS``; drop one
     for an ablation). ``g_structure=(13,)`` gives the one-layer generator of the chapter's
     comparison.
@@ -74,6 +77,7 @@ class KernelGANConfig:
     bicubic_reference: str = "channel_sum"
     adversarial_after_bicubic: bool = True
     noise_in_g_step: bool = False
+    crops_per_step: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or isinstance(self.iterations, bool) or self.iterations < 1:
@@ -90,7 +94,7 @@ class KernelGANConfig:
         unknown = set(self.regularizers) - set(REGULARIZERS)
         if unknown:
             raise ValueError(f"unknown regularizers {sorted(unknown)}; choose from {REGULARIZERS}")
-        for name in ("g_channels", "d_channels", "d_layers", "d_kernel_size", "n_filtering"):
+        for name in ("g_channels", "d_channels", "d_layers", "d_kernel_size", "n_filtering", "crops_per_step"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -259,6 +259,47 @@ class FKPGenerator(nn.Module):
         return downscale_valid(x, self.kernel(), self.scale)
 
 
+class WGANCritic(nn.Module):
+    """KernelGAN-FKP's critic as in the official code (``Discriminator_KP``): ``layers - 1`` blocks of
+    a 3x3 convolution, batch norm and LeakyReLU(0.2), then a 3x3 convolution to one channel and no
+    sigmoid, so its output map scores every 11x11 window (5 layers) on an unbounded WGAN scale.
+    Initial weights N(0, 0.02), batch-norm scales N(1, 0.02).
+
+    Official code: JingyunLiang/FKP, KernelGANFKP/model/networks.py:Discriminator_KP
+    """
+
+    def __init__(self, in_channels: int = 3, channels: int = 32, layers: int = 5):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c = in_channels
+        for _ in range(layers - 1):
+            blocks += [nn.Conv2d(c, channels, 3), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2)]
+            c = channels
+        blocks.append(nn.Conv2d(c, 1, 3))
+        self.net = nn.Sequential(*blocks)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, weight: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP's penalty ``weight * E (|grad_x D(x_hat)| - 1)^2`` at ``x_hat = a real + (1 - a) fake``,
+    one ``a ~ U(0, 1)`` per sample and the norm over each sample's pixels (Gulrajani et al. 2017;
+    the official KernelGAN-FKP code draws one ``a`` per batch and takes the norm over channels only).
+    """
+    a = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real)
+    x_hat = (a * real + (1 - a) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return weight * (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
 def _fkp_gan_config(config: KernelGANConfig | None, iterations: int) -> KernelGANConfig:
     base = config or KernelGANConfig()
     # equal noise on D's real and fake crops: with the official 2:1 ratio G can match the real crops'
@@ -281,24 +322,73 @@ class KernelGANFKP(KernelGAN):
 
     def __init__(self, lr_image: torch.Tensor, config: KernelGANConfig | None = None, *,
                  flow: KernelFlow | None = None, lr_latent: float = 1e-2, lambda_latent: float = 0.0,
+                 latent_radius: float | None = None, critic: str = "kernelgan", critic_steps: int = 3,
                  device: torch.device | str | None = None, seed: int = 0):
+        if critic not in ("kernelgan", "wgan-gp"):
+            raise ValueError(f"critic must be 'kernelgan' or 'wgan-gp', got {critic!r}")
         config = _fkp_gan_config(config, (config or KernelGANConfig()).iterations)
         super().__init__(lr_image, config, device=device, seed=seed)
+        self.critic, self.critic_steps = critic, int(critic_steps)
+        if critic == "wgan-gp":  # the official KernelGAN-FKP's critic, its Adam (lr 5e-4) and schedule
+            if self.d_crop < 11:
+                raise ValueError(f"crop_size {config.crop_size} gives the critic {self.d_crop}-px crops, smaller "
+                                 "than its 11-px receptive field; use crop_size >= 34")
+            self.D = WGANCritic(self.image.shape[0]).to(self.device)
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=5e-4, betas=config.betas)
+            self.schedulers["lr_d"] = torch.optim.lr_scheduler.StepLR(
+                self.opt_d, config.period(config.lr_decay_every), gamma=config.lr_decay_factor)
         flow = load_kernel_flow() if flow is None else flow
         self.G = FKPGenerator(flow, config.kernel_size, 2).to(self.device)
+        self.latent_radius = None if latent_radius is None else float(latent_radius)
+        if self.latent_radius is not None:
+            if not self.latent_radius > 0:
+                raise ValueError(f"latent_radius must be positive, got {latent_radius!r}")
+            with torch.no_grad():  # a seeded draw of the base density, on the sphere
+                self.G.z.copy_(torch.randn(self.G.z.shape, generator=torch.Generator().manual_seed(self.seed)))
+                self.after_generator_step()
         self.lambda_latent = float(lambda_latent)
         self.opt_g = torch.optim.Adam([self.G.z], lr=lr_latent, betas=config.betas)
         decay = config.period(config.lr_decay_every)
         self.schedulers["lr_g"] = torch.optim.lr_scheduler.StepLR(self.opt_g, decay, gamma=config.lr_decay_factor)
+
+    @torch.no_grad()
+    def after_generator_step(self) -> None:
+        """With ``latent_radius``: put ``z`` back on the sphere ``|z| = latent_radius`` (FKP's
+        spherical optimiser; the official radius is ``kernel_size - 1``)."""
+        if self.latent_radius is not None:
+            z = self.G.z
+            z.mul_(self.latent_radius / z.norm().clamp_min(1e-12))
 
     def extra_generator_loss(self) -> torch.Tensor:
         """The latent's Gaussian prior, ``lambda_latent * mean(z^2)`` (zero at the flow's mode)."""
         return self.lambda_latent * self.G.z.pow(2).mean()
 
     def train_step(self, step: int) -> dict[str, float]:
-        out = super().train_step(step)
+        """One iteration: KernelGAN's (``critic="kernelgan"``) or, with ``critic="wgan-gp"``, the
+        official KernelGAN-FKP's: ``critic_steps`` updates of the WGAN-GP critic (penalty weight 0.1),
+        then as many of ``z``, each on a fresh fake batch, without instance noise."""
+        out = super().train_step(step) if self.critic == "kernelgan" else self._wgan_step(step)
         out["z_norm"] = float(self.G.z.detach().norm())
         return out
+
+    def _wgan_step(self, step: int) -> dict[str, float]:
+        g_in, d_in = self.crops(step)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        for _ in range(self.critic_steps):
+            with torch.no_grad():
+                fake = self.G(g_in)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss = self.D(fake).mean() - self.D(d_in).mean()
+            (d_loss + gradient_penalty(self.D, d_in, fake, 0.1, generator)).backward()
+            self.opt_d.step()
+        for _ in range(self.critic_steps):
+            self.opt_g.zero_grad(set_to_none=True)
+            g_adv = -self.D(self.G(g_in)).mean()
+            (g_adv + self.extra_generator_loss()).backward()
+            self.opt_g.step()
+            self.after_generator_step()
+        kernel = self.G.kernel().detach()
+        return {"g_adv": g_adv.item(), "d_loss": d_loss.item(), "kernel_sum": float(kernel.sum())}
 
     def final_kernel(self, scale: int = 2) -> torch.Tensor:
         """The decoded kernel (already clean: non-negative, sum one), re-centred; or its x4 kernel."""
@@ -311,7 +401,8 @@ class KernelGANFKP(KernelGAN):
 
 def estimate_kernel_fkp(lr_image: torch.Tensor, iterations: int = 600, *, flow: KernelFlow | None = None,
                         config: KernelGANConfig | None = None, lr_latent: float = 1e-2,
-                        lambda_latent: float = 0.0, device: torch.device | str | None = None, seed: int = 0,
+                        lambda_latent: float = 0.0, latent_radius: float | None = None,
+                        critic: str = "kernelgan", device: torch.device | str | None = None, seed: int = 0,
                         progress: bool = True, true_kernel: torch.Tensor | None = None,
                         checkpoint: str | os.PathLike | None = None) -> tuple[torch.Tensor, History]:
     """Estimate the x2 kernel of ``lr_image`` with KernelGAN-FKP; returns ``(kernel 13x13, history)``.
@@ -321,7 +412,7 @@ def estimate_kernel_fkp(lr_image: torch.Tensor, iterations: int = 600, *, flow: 
     """
     config = replace(config or KernelGANConfig(), iterations=int(iterations))
     gan = KernelGANFKP(lr_image, config, flow=flow, lr_latent=lr_latent, lambda_latent=lambda_latent,
-                       device=device, seed=seed)
+                       latent_radius=latent_radius, critic=critic, device=device, seed=seed)
     history = gan.fit(checkpoint=checkpoint, true_kernel=true_kernel, progress=progress, desc="KernelGAN-FKP")
     return gan.final_kernel(2), history
 

@@ -108,18 +108,21 @@ class KernelGAN:
         # G's crops: where the image downscaled by 2 has edges (a nearest-neighbour upsampled map)
         small = gradient_weight_map(imresize(image.detach().to(torch.float32), 0.5))
         g_weights = small.repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w]
-        n = self.config.iterations
+        n = self.config.iterations * self.config.crops_per_step
         self.g_probabilities = crop_probabilities(g_weights, self.g_crop)
         self.d_probabilities = crop_probabilities(d_weights, self.d_crop)
         self.g_corners = sample_crop_corners(self.g_probabilities, n, generator)
         self.d_corners = sample_crop_corners(self.d_probabilities, n, generator)
 
     def crops(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(G's input crop, D's real crop) of a step, each (1, C, size, size) in [-1, 1]."""
-        i = step % self.config.iterations
-        (gt, gl), (dt, dl) = self.g_corners[i].tolist(), self.d_corners[i].tolist()
-        g_in = self.image[:, gt:gt + self.g_crop, gl:gl + self.g_crop][None]
-        d_in = self.image[:, dt:dt + self.d_crop, dl:dl + self.d_crop][None]
+        """(G's input crops, D's real crops) of a step, each (B, C, size, size) in [-1, 1] with
+        ``B = config.crops_per_step``."""
+        b = self.config.crops_per_step
+        i = (step % self.config.iterations) * b
+        g_in = torch.stack([self.image[:, t:t + self.g_crop, l:l + self.g_crop]
+                            for t, l in self.g_corners[i:i + b].tolist()])
+        d_in = torch.stack([self.image[:, t:t + self.d_crop, l:l + self.d_crop]
+                            for t, l in self.d_corners[i:i + b].tolist()])
         return g_in, d_in
 
     # -- losses ------------------------------------------------------------------------------
@@ -173,6 +176,7 @@ class KernelGAN:
         total = total + self.extra_generator_loss()
         total.backward()
         self.opt_g.step()
+        self.after_generator_step()
 
         # discriminator: real crops of the image vs. G's (updated) downscaled crops
         self.opt_d.zero_grad(set_to_none=True)
@@ -193,6 +197,9 @@ class KernelGAN:
             "kernel_sum": float(kernel.detach().sum()),
             "lambda_bicubic": schedule.lambda_bicubic,
         }
+
+    def after_generator_step(self) -> None:
+        """Called after every update of ``G`` (nothing here; KernelGAN-FKP projects its latent)."""
 
     def extra_generator_loss(self) -> torch.Tensor | float:
         """A term added to ``G``'s loss in every step (none here; KernelGAN-FKP adds its latent prior)."""
