@@ -119,10 +119,10 @@ class KernelGAN:
         ``B = config.crops_per_step``."""
         b = self.config.crops_per_step
         i = (step % self.config.iterations) * b
-        g_in = torch.stack([self.image[:, t:t + self.g_crop, l:l + self.g_crop]
-                            for t, l in self.g_corners[i:i + b].tolist()])
-        d_in = torch.stack([self.image[:, t:t + self.d_crop, l:l + self.d_crop]
-                            for t, l in self.d_corners[i:i + b].tolist()])
+        g_in = torch.stack([self.image[:, t:t + self.g_crop, left:left + self.g_crop]
+                            for t, left in self.g_corners[i:i + b].tolist()])
+        d_in = torch.stack([self.image[:, t:t + self.d_crop, left:left + self.d_crop]
+                            for t, left in self.d_corners[i:i + b].tolist()])
         return g_in, d_in
 
     # -- losses ------------------------------------------------------------------------------
