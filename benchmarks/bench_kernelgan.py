@@ -6,7 +6,8 @@ estimators' run times.
         [--iterations 3000] [--hr-size 0] [--mu 2e-3 5e-3 1e-2] [--no-zssr] [--zssr-steps 1000]
         [--zssr-crop 64] [--zssr-kernels bicubic KernelGAN true] [--shard K/N] [--threads N] [--device cpu|cuda]
         [--save-kernels FILE] [--load-kernels FILE] [--results FILE] [--without sparsity ...]
-        [--fkp-iterations 600] [--fkp-lr 1e-2] [--fkp-latent 0] [--no-fkp] [--no-kernelgan]
+        [--fkp-iterations 600] [--fkp-lr 1e-3] [--fkp-radius 10] [--fkp-critic wgan-gp] [--fkp-crops 8] [--fkp-latent 0]
+        [--no-fkp] [--no-kernelgan]
     .venv/bin/python benchmarks/bench_kernelgan.py --summarise FILE [FILE ...]
     .venv/bin/python benchmarks/bench_kernelgan.py --health [--seeds 0 1 2] [--iterations 3000]
 
@@ -143,8 +144,8 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                 start, cpu_start = time.perf_counter(), time.process_time()
                 case["fkp_estimate"], _ = estimate_kernel_fkp(
                     case["lr"], args.fkp_iterations, flow=kernel_flow(), lr_latent=args.fkp_lr,
-                    lambda_latent=args.fkp_latent, latent_radius=args.fkp_radius, critic=args.fkp_critic,
-                    config=kg.KernelGANConfig(crops_per_step=args.fkp_crops), device=device, seed=case["photo_index"] + 10 * case["kernel_index"],
+                    lambda_latent=args.fkp_latent, latent_radius=args.fkp_radius or None, critic=args.fkp_critic,
+                    crops_per_step=args.fkp_crops, device=device, seed=case["photo_index"] + 10 * case["kernel_index"],
                     progress=False)
                 case["fkp_seconds"] = time.perf_counter() - start
                 case["fkp_cpu_seconds"] = time.process_time() - cpu_start
@@ -170,8 +171,8 @@ def make_cases(args: argparse.Namespace, gan_config: kg.KernelGANConfig, device:
                 start, cpu_start = time.perf_counter(), time.process_time()
                 case["fkp_estimate"], _ = estimate_kernel_fkp(lr, args.fkp_iterations, flow=kernel_flow(),
                                                               lr_latent=args.fkp_lr, lambda_latent=args.fkp_latent,
-                                                              latent_radius=args.fkp_radius, critic=args.fkp_critic,
-                                                              config=kg.KernelGANConfig(crops_per_step=args.fkp_crops),
+                                                              latent_radius=args.fkp_radius or None, critic=args.fkp_critic,
+                                                              crops_per_step=args.fkp_crops,
                                                               device=device, seed=i + 10 * j, progress=False)
                 case["fkp_seconds"] = time.perf_counter() - start
                 case["fkp_cpu_seconds"] = time.process_time() - cpu_start
@@ -316,13 +317,14 @@ def main() -> None:
     parser.add_argument("--no-kernelgan", action="store_true", help="skip KernelGAN (e.g. an FKP-only run)")
     parser.add_argument("--no-fkp", action="store_true", help="skip KernelGAN-FKP")
     parser.add_argument("--fkp-iterations", type=int, default=600)
-    parser.add_argument("--fkp-lr", type=float, default=1e-2, help="Adam learning rate on FKP's latent")
+    parser.add_argument("--fkp-lr", type=float, default=1e-3, help="Adam learning rate on FKP's latent")
     parser.add_argument("--fkp-latent", type=float, default=0.0, help="weight of FKP's latent penalty")
-    parser.add_argument("--fkp-critic", choices=("kernelgan", "wgan-gp"), default="kernelgan",
+    parser.add_argument("--fkp-critic", choices=("kernelgan", "wgan-gp"), default="wgan-gp",
                         help="KernelGAN-FKP's critic: KernelGAN's D and L1 loss, or the official WGAN-GP critic")
-    parser.add_argument("--fkp-crops", type=int, default=1, help="crops per KernelGAN-FKP iteration")
-    parser.add_argument("--fkp-radius", type=float, default=None,
-                        help="keep FKP's latent on the sphere of this radius (official: kernel size - 1 = 10)")
+    parser.add_argument("--fkp-crops", type=int, default=8, help="crops per KernelGAN-FKP iteration")
+    parser.add_argument("--fkp-radius", type=float, default=10.0,
+                        help="keep FKP's latent on the sphere of this radius (official: kernel size - 1 = 10; "
+                             "0: start at the mode and leave the norm free)")
     parser.add_argument("--health", action="store_true",
                         help="full KernelGAN runs on astronaut (kernel 0) for --seeds: kernel sums and errors")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

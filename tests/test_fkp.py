@@ -5,6 +5,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from dataclasses import replace  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -78,7 +80,9 @@ def test_kernelgan_fkp_optimises_only_the_latent():
     flow = kg.load_kernel_flow()
     image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
     config = kg.KernelGANConfig(iterations=4, g_channels=4, d_channels=8, d_layers=3, crop_size=32)
-    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu")
+    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", critic="kernelgan", latent_radius=None,
+                          crops_per_step=1)
+    assert torch.equal(gan.G.z.detach(), torch.zeros_like(gan.G.z))  # no sphere: z starts at the mode
     before = {n: p.clone() for n, p in gan.G.flow.named_parameters()}
     z0 = gan.G.z.detach().clone()
     history = gan.fit(progress=False)
@@ -89,7 +93,8 @@ def test_kernelgan_fkp_optimises_only_the_latent():
     k = gan.final_kernel()
     assert k.shape == (13, 13) and k.sum().item() == pytest.approx(1.0, abs=1e-5) and (k >= 0).all()
     assert "z_norm" in history.logs
-    k4, _ = kg.estimate_kernel_fkp(image, 3, flow=flow, config=config, device="cpu", progress=False)
+    k4, _ = kg.estimate_kernel_fkp(image, 3, flow=flow, config=replace(config, crop_size=40), device="cpu",
+                                   progress=False)  # the defaults: the official WGAN-GP critic on the sphere
     assert k4.shape == (13, 13)
 
 
@@ -99,7 +104,7 @@ def test_latent_radius_keeps_z_on_the_sphere_from_a_seeded_draw():
     flow = kg.load_kernel_flow()
     image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
     config = kg.KernelGANConfig(iterations=3, g_channels=4, d_channels=8, d_layers=3, crop_size=32)
-    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", latent_radius=10.0, seed=3)
+    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", latent_radius=10.0, seed=3, critic="kernelgan")
     draw = torch.randn(1, flow.dim, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(gan.G.z.detach(), draw * 10.0 / draw.norm())
     z0 = gan.G.z.detach().clone()
@@ -107,7 +112,7 @@ def test_latent_radius_keeps_z_on_the_sphere_from_a_seeded_draw():
     assert not torch.equal(gan.G.z.detach(), z0)
     assert history.logs["z_norm"] == pytest.approx([10.0] * 3, rel=1e-5)
     with pytest.raises(ValueError, match="latent_radius"):
-        kg.KernelGANFKP(image, config, flow=flow, device="cpu", latent_radius=0.0)
+        kg.KernelGANFKP(image, config, flow=flow, device="cpu", latent_radius=0.0, critic="kernelgan")
 
 
 def test_crops_per_step_batches_the_crops_of_an_iteration():
@@ -142,8 +147,9 @@ def test_gradient_penalty_of_a_linear_critic_is_exact():
 def test_wgan_gp_critic_trains_z_only_and_refuses_unknown_critics():
     flow = kg.load_kernel_flow()
     image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
-    config = kg.KernelGANConfig(iterations=2, crop_size=40, crops_per_step=2)
-    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", critic="wgan-gp", latent_radius=10.0)
+    config = kg.KernelGANConfig(iterations=2, crop_size=40)
+    gan = kg.KernelGANFKP(image, config, flow=flow, device="cpu", crops_per_step=2)  # defaults: WGAN-GP, sphere
+    assert gan.config.crops_per_step == 2 and gan.crops(0)[0].shape[0] == 2
     assert isinstance(gan.D, fkp.WGANCritic) and gan.D(torch.zeros(1, 3, 11, 11)).shape == (1, 1, 1, 1)
     d_before = [p.clone() for p in gan.D.parameters()]
     z0 = gan.G.z.detach().clone()
@@ -154,7 +160,7 @@ def test_wgan_gp_critic_trains_z_only_and_refuses_unknown_critics():
     with pytest.raises(ValueError, match="critic"):
         kg.KernelGANFKP(image, config, flow=flow, device="cpu", critic="hinge")
     with pytest.raises(ValueError, match="receptive field"):
-        kg.KernelGANFKP(image, kg.KernelGANConfig(iterations=2, crop_size=32), flow=flow, critic="wgan-gp")
+        kg.KernelGANFKP(image, kg.KernelGANConfig(iterations=2, crop_size=32), flow=flow)
 
 
 @pytest.mark.parametrize("draw", [kg.draw_kernelgan_fkp])

@@ -300,33 +300,40 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return weight * (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def _fkp_gan_config(config: KernelGANConfig | None, iterations: int) -> KernelGANConfig:
+def _fkp_gan_config(config: KernelGANConfig | None, iterations: int, crops_per_step: int) -> KernelGANConfig:
     base = config or KernelGANConfig()
     # equal noise on D's real and fake crops: with the official 2:1 ratio G can match the real crops'
     # noise level only by sharpening its kernel, and on the validation photos the flow's kernel then
-    # shrank to a near-delta (see the chapter)
+    # shrank to a near-delta (see the chapter); the WGAN-GP critic gets no noise at all (official)
     return replace(base, iterations=int(iterations), regularizers=(), adversarial_after_bicubic=False,
-                   noise_real=base.noise_fake)
+                   noise_real=base.noise_fake, crops_per_step=int(crops_per_step))
 
 
 class KernelGANFKP(KernelGAN):
-    """KernelGAN with its generator replaced by a kernel flow (:class:`FKPGenerator`): the same
-    crops, discriminator, GAN loss and learning-rate schedule, Adam on the latent ``z`` only
-    (learning rate ``lr_latent``), an optional Gaussian prior ``lambda_latent * mean(z^2)`` on ``z``
-    (off by default, as in FKP), no regularizers and no bicubic prior, and the same noise level
-    (``noise_fake``) on D's real and fake crops.
+    """KernelGAN with its generator replaced by a kernel flow (:class:`FKPGenerator`); only the
+    latent ``z`` is trained, with no regularizers and no bicubic prior.
+
+    The defaults follow the official KernelGAN-FKP: ``z`` starts as a seeded N(0, I) draw and stays
+    on the sphere ``|z| = latent_radius`` (10, the official ``kernel_size - 1``; its spherical
+    optimiser), Adam on ``z`` at ``lr_latent``, and a WGAN-GP critic (``critic="wgan-gp"``:
+    :class:`WGANCritic`, ``critic_steps`` updates of the critic and then of ``z`` per iteration, no
+    instance noise) on ``crops_per_step`` crops per iteration (official: 64; 8 here, for the CPU).
+    ``critic="kernelgan"`` keeps KernelGAN's discriminator, L1 GAN loss and its noise, equal on real
+    and fake crops; ``latent_radius=None`` starts ``z`` at the mode 0 and leaves its norm free; an
+    optional Gaussian prior ``lambda_latent * mean(z^2)`` on ``z`` is off by default, as in FKP.
+    Chapter 7 and ``benchmarks/RESULTS.md`` compare these choices on the validation photos.
 
     Paper: Liang et al. 2021, sec. 3.3 (KernelGAN-FKP) · Book: chapter 7, section "A learned kernel prior: FKP" ·
     Official code: JingyunLiang/FKP, KernelGANFKP/model/model_FKP.py:KernelGAN_FKP
     """
 
     def __init__(self, lr_image: torch.Tensor, config: KernelGANConfig | None = None, *,
-                 flow: KernelFlow | None = None, lr_latent: float = 1e-2, lambda_latent: float = 0.0,
-                 latent_radius: float | None = None, critic: str = "kernelgan", critic_steps: int = 3,
-                 device: torch.device | str | None = None, seed: int = 0):
+                 flow: KernelFlow | None = None, lr_latent: float = 1e-3, lambda_latent: float = 0.0,
+                 latent_radius: float | None = 10.0, critic: str = "wgan-gp", critic_steps: int = 3,
+                 crops_per_step: int = 8, device: torch.device | str | None = None, seed: int = 0):
         if critic not in ("kernelgan", "wgan-gp"):
             raise ValueError(f"critic must be 'kernelgan' or 'wgan-gp', got {critic!r}")
-        config = _fkp_gan_config(config, (config or KernelGANConfig()).iterations)
+        config = _fkp_gan_config(config, (config or KernelGANConfig()).iterations, crops_per_step)
         super().__init__(lr_image, config, device=device, seed=seed)
         self.critic, self.critic_steps = critic, int(critic_steps)
         if critic == "wgan-gp":  # the official KernelGAN-FKP's critic, its Adam (lr 5e-4) and schedule
@@ -400,9 +407,10 @@ class KernelGANFKP(KernelGAN):
 
 
 def estimate_kernel_fkp(lr_image: torch.Tensor, iterations: int = 600, *, flow: KernelFlow | None = None,
-                        config: KernelGANConfig | None = None, lr_latent: float = 1e-2,
-                        lambda_latent: float = 0.0, latent_radius: float | None = None,
-                        critic: str = "kernelgan", device: torch.device | str | None = None, seed: int = 0,
+                        config: KernelGANConfig | None = None, lr_latent: float = 1e-3,
+                        lambda_latent: float = 0.0, latent_radius: float | None = 10.0,
+                        critic: str = "wgan-gp", crops_per_step: int = 8,
+                        device: torch.device | str | None = None, seed: int = 0,
                         progress: bool = True, true_kernel: torch.Tensor | None = None,
                         checkpoint: str | os.PathLike | None = None) -> tuple[torch.Tensor, History]:
     """Estimate the x2 kernel of ``lr_image`` with KernelGAN-FKP; returns ``(kernel 13x13, history)``.
@@ -412,7 +420,8 @@ def estimate_kernel_fkp(lr_image: torch.Tensor, iterations: int = 600, *, flow: 
     """
     config = replace(config or KernelGANConfig(), iterations=int(iterations))
     gan = KernelGANFKP(lr_image, config, flow=flow, lr_latent=lr_latent, lambda_latent=lambda_latent,
-                       latent_radius=latent_radius, critic=critic, device=device, seed=seed)
+                       latent_radius=latent_radius, critic=critic, crops_per_step=crops_per_step,
+                       device=device, seed=seed)
     history = gan.fit(checkpoint=checkpoint, true_kernel=true_kernel, progress=progress, desc="KernelGAN-FKP")
     return gan.final_kernel(2), history
 
