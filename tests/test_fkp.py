@@ -170,8 +170,15 @@ def test_schematics_render(draw):
     fig = draw()
     fig.canvas.draw()
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
-    assert "64x64" in texts and "26x26" in texts and "20x20" in texts  # sizes from the config
+    assert "64x64" in texts and "26x26" in texts and "16x16" in texts  # sizes from the config
+    assert "critic score" in texts and "|z| = 10" in texts and "8 LR crops" in texts  # the defaults
     plt.close(fig)
+    kernelgan_d = draw(critic="kernelgan", latent_radius=None, crops_per_step=1)
+    texts = " ".join(t.get_text() for t in kernelgan_d.axes[0].texts)
+    assert "20x20" in texts and "P(real patch)" in texts and "|z|" not in texts  # KernelGAN's 7x7 D
+    plt.close(kernelgan_d)
+    with pytest.raises(ValueError, match="critic"):
+        draw(critic="hinge")
     small = draw(kg.KernelGANConfig(crop_size=48))
     assert "48x48" in " ".join(t.get_text() for t in small.axes[0].texts)
     plt.close(small)
