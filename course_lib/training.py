@@ -77,7 +77,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +93,7 @@ __all__ = [
     "CHECKPOINT_FORMAT", "EvalFn", "History", "MixedPrecision", "StepFn", "Trainer", "all_ranks", "discriminator_step",
     "evaluation_mode", "export_weights", "fit", "full_precision", "get_rank", "get_world_size",
     "is_distributed", "is_main_process", "load_checkpoint", "load_weights", "setup_distributed", "shard_batch",
+    "batch_noise",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -289,6 +290,30 @@ def shard_batch(batch: Any, *, rank: int | None = None, world_size: int | None =
     if isinstance(batch, Mapping):
         return {k: shard_batch(v, rank=r, world_size=n) for k, v in batch.items()}
     return batch
+
+
+def batch_noise(shape: Sequence[int], step: int, seed: int | None, *, stream: int = 0, uniform: bool = False,
+                rank: int | None = None, device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Noise for this process's share of a global batch, drawn sample by sample so that it does not
+    depend on how the batch is split over processes.
+
+    ``shape[0]`` is this process's share; sample ``i`` of the *global* batch (``rank * shape[0] + j``
+    for local sample ``j``) gets ``N(0, 1)`` numbers (``U(0, 1)`` with ``uniform``) from a generator
+    seeded by ``(seed, step, stream, i)``. So N processes at batch B draw exactly what one process at
+    batch N B draws, and a resumed run draws what the uninterrupted one drew (``stream`` tells
+    several draws of one step apart).
+    """
+    n = int(shape[0])
+    first = (get_rank() if rank is None else rank) * n
+    samples = []
+    for i in range(first, first + n):
+        key = ((int(seed or 0) * 1_000_003 + int(step)) * 97 + int(stream)) * 1_000_033 + i
+        generator = torch.Generator().manual_seed(key % (2**63 - 1))
+        draw = torch.rand if uniform else torch.randn
+        samples.append(draw(tuple(shape[1:]), generator=generator))
+    out = torch.stack(samples) if samples else torch.empty(tuple(shape))
+    return out.to(device=device, dtype=dtype or torch.get_default_dtype())
 
 
 def all_ranks(flag: bool | torch.Tensor) -> bool:

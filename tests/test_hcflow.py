@@ -502,3 +502,20 @@ def test_ablation_compare_pairs_the_variants_by_seed_and_test_sets_are_held_out(
     assert [tuple(x.shape) for x in sets["held-out photos"]] == [(3, 32, 32)] * len(data.EVAL_PHOTOS)
     assert [tuple(x.shape) for x in sets["dead leaves"]] == [(3, 16, 16)] * 2
     assert not torch.equal(*sets["dead leaves"])
+
+
+def test_given_noise_replaces_the_drawn_noise_in_the_losses():
+    """The training loops pass the step's noise (training.batch_noise); a loss given the numbers
+    a generator would draw equals the loss that draws them, and a wrong shape is refused."""
+    torch.manual_seed(0)
+    model = HCFlow(4, "sr", arch=train_config("sr", "test").architecture())
+    hr = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    u = torch.rand(hr.shape, generator=torch.Generator().manual_seed(5))
+    drawn = sr_loss(model, hr, generator=torch.Generator().manual_seed(5))[0]
+    assert sr_loss(model, hr, u=u)[0].item() == pytest.approx(drawn.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="shape of hr"):
+        dequantize(hr, 64, u=u[:1])
+    rescaler = HCFlow(4, "rescale", arch=train_config("rescale", "test").architecture())
+    z = rescaler.sample_z(torch.zeros(2, 3, 4, 4), 1.0, torch.Generator().manual_seed(7))
+    drawn = rescaling_loss(rescaler, hr, generator=torch.Generator().manual_seed(7))[0]
+    assert rescaling_loss(rescaler, hr, z_fresh=z)[0].item() == pytest.approx(drawn.item(), rel=1e-6)

@@ -102,6 +102,9 @@ def test_guide_target_is_matlab_imresize_and_the_loss_combines_the_terms():
     assert loss.item() == pytest.approx(16 * guide.item() + recon.item() + logs["distr"], rel=1e-5)
     custom, _ = irn.irn_loss(model, x, irn.LossWeights(fit=1.0, rec=0.0, ce=0.0))
     assert custom.item() == pytest.approx(guide.item(), rel=1e-5)
+    # the same z given (as the training loop passes training.batch_noise) gives the same loss
+    given, given_logs = irn.irn_loss(model, x, z_fresh=z_new)
+    assert given_logs["recon"] == pytest.approx(recon.item(), rel=1e-5)
 
 
 def test_training_lowers_the_loss():

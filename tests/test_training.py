@@ -326,6 +326,21 @@ def test_shard_batch_splits_the_global_batch_into_contiguous_chunks():
     assert training.all_ranks(torch.tensor(True)) is True and training.all_ranks(False) is False
 
 
+def test_batch_noise_does_not_depend_on_how_the_batch_is_split():
+    whole = training.batch_noise((4, 2, 3), step=7, seed=1)  # one process, global batch 4
+    shares = [training.batch_noise((2, 2, 3), step=7, seed=1, rank=r) for r in (0, 1)]  # two processes
+    assert torch.equal(torch.cat(shares), whole)
+    assert torch.equal(training.batch_noise((4, 2, 3), 7, 1), whole)  # deterministic
+    for other in (training.batch_noise((4, 2, 3), 8, 1), training.batch_noise((4, 2, 3), 7, 2),
+                  training.batch_noise((4, 2, 3), 7, 1, stream=1)):
+        assert not torch.equal(other, whole)  # another step, seed or stream: other numbers
+    assert not torch.equal(whole[0], whole[1])  # samples differ
+    u = training.batch_noise((64, 50), 0, 0, uniform=True)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.02
+    z = training.batch_noise((64, 50), 0, 0)
+    assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1) < 0.05
+
+
 def test_max_seconds_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
     import time
 

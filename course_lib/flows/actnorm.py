@@ -2,7 +2,8 @@
 
 ``y = (x + b) * exp(log_s)`` per channel, ``logdet = H * W * sum(log_s)``. On the first forward
 pass in training mode ``b`` and ``log_s`` are set so that the output of that batch has zero mean
-and unit variance per channel; afterwards they are ordinary parameters. Unlike batch norm, it is
+and unit variance per channel (under torchrun: of the global batch, all processes' shares together);
+afterwards they are ordinary parameters. Unlike batch norm, it is
 the same function at training and test time, so it stays invertible.
 """
 
@@ -40,8 +41,20 @@ class ActNorm(InvertibleModule):
         flat = x.transpose(0, 1).reshape(self.channels, -1)
         if flat.shape[1] < 2:
             raise ValueError("ActNorm data initialisation needs at least 2 values per channel")
-        self.bias.copy_(-flat.mean(dim=1))
-        self.log_scale.copy_(-torch.log(flat.std(dim=1) + self.eps))
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # under torchrun: the statistics of the global batch, as one process would see it
+            f = flat.double()
+            stats = torch.stack([torch.full_like(f[:, 0], f.shape[1]), f.sum(1), (f * f).sum(1)])
+            dist.all_reduce(stats)
+            n, total, squares = stats
+            mean = total / n
+            std = ((squares - n * mean * mean) / (n - 1)).clamp_min(0).sqrt()
+            self.bias.copy_(-mean.to(flat.dtype))
+            self.log_scale.copy_(-torch.log(std.to(flat.dtype) + self.eps))
+        else:
+            self.bias.copy_(-flat.mean(dim=1))
+            self.log_scale.copy_(-torch.log(flat.std(dim=1) + self.eps))
         self.initialized.fill_(True)
 
     def _forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:

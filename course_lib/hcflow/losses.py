@@ -65,22 +65,29 @@ def dirac_lr_log_prob(lr: Tensor, lr_ref: Tensor, log_sigma: float = LR_LOG_SIGM
     return gaussian_log_prob(lr_ref.to(lr.dtype), lr, log_sigma)
 
 
-def dequantize(hr: Tensor, quant: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """``(hr + u / quant, -D log quant)`` with ``u ~ U(0, 1)``: uniform dequantisation (Glow/HCFlow)."""
+def dequantize(hr: Tensor, quant: int, generator: torch.Generator | None = None, *,
+               u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(hr + u / quant, -D log quant)`` with ``u ~ U(0, 1)``: uniform dequantisation (Glow/HCFlow);
+    ``u`` is drawn with ``generator`` unless given (e.g. :func:`course_lib.training.batch_noise`)."""
     if isinstance(quant, bool) or not isinstance(quant, int) or quant < 1:
         raise ValueError(f"quant must be a positive int, got {quant!r}")
-    where = generator.device if generator is not None else hr.device
-    u = torch.rand(hr.shape, generator=generator, dtype=hr.dtype, device=where).to(hr.device)
+    if u is None:
+        where = generator.device if generator is not None else hr.device
+        u = torch.rand(hr.shape, generator=generator, dtype=hr.dtype, device=where).to(hr.device)
+    elif u.shape != hr.shape:
+        raise ValueError(f"u {tuple(u.shape)} must have the shape of hr {tuple(hr.shape)}")
+    u = u.to(hr)
     logdet = hr.new_full((hr.shape[0],), -hr[0].numel() * math.log(quant))
     return hr + u / quant, logdet
 
 
 def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant: int | None = None,
                    quantize_lr: bool = True, generator: torch.Generator | None = None,
-                   log_sigma: float = LR_LOG_SIGMA) -> Tensor:
+                   log_sigma: float = LR_LOG_SIGMA, u: Tensor | None = None) -> Tensor:
     """``log p(hr | lr)`` per image in nats, shape (N,) (module docstring; dequantised, so a bound
     on the discrete likelihood). ``lr`` defaults to :func:`reference_lr`. ``quant=1`` with
-    ``generator`` fixed, or pass already continuous data with ``quant=None`` and the model's mode.
+    ``generator`` fixed (or the dequantisation noise ``u`` given), or pass already continuous data
+    with ``quant=None`` and the model's mode.
     Under mixed precision the flow runs in float16 where autocast allows it; the sum of the terms
     (the LR term weighs errors by ``e^12``) is taken in float32."""
     x, _ = as_rgb_batch(hr, "hr", "log_likelihood")
@@ -88,7 +95,7 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
     lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "log_likelihood")[0]
     if lr_ref.shape[-2:] != (x.shape[-2] // model.scale, x.shape[-1] // model.scale):
         raise ValueError(f"lr {tuple(lr_ref.shape)} must be 1/{model.scale} the size of hr {tuple(x.shape)}")
-    y, ld_deq = dequantize(x, quant if quant is not None else QUANT[model.mode], generator)
+    y, ld_deq = dequantize(x, quant if quant is not None else QUANT[model.mode], generator, u=u)
     out, logdet = model(y)
     lr_out, z = out[:, :CHANNELS], out[:, CHANNELS:]
     with training.full_precision():
@@ -101,8 +108,8 @@ def log_likelihood(model: HCFlow, hr: Tensor, lr: Tensor | None = None, *, quant
 def dequantized_nll_bits_per_dim(model: HCFlow, hr: Tensor, lr: Tensor | None = None, **kwargs) -> Tensor:
     """``-log p(hr | lr) / (3 H W ln 2)`` per image: the NLL in bits per HR dimension of the
     *dequantised* HR image (``hr + u / quant``, quant = 64 for SR, the LR scored by the near-Dirac
-    Gaussian; :func:`log_likelihood`, whose keywords ``quant``, ``quantize_lr``, ``generator`` and
-    ``log_sigma`` it takes). Not :func:`course_lib.flows.nll_bits_per_dim`, which converts a given
+    Gaussian; :func:`log_likelihood`, whose keywords ``quant``, ``quantize_lr``, ``generator``,
+    ``log_sigma`` and ``u`` it takes). Not :func:`course_lib.flows.nll_bits_per_dim`, which converts a given
     log-density.
 
     Paper: Liang et al. 2021 (ICCV), sec. 3 (the likelihood with the LR as a near-Dirac Gaussian; equation number
@@ -171,8 +178,9 @@ class SRLossWeights:
 
 def sr_loss(model: HCFlow, hr: Tensor, weights: SRLossWeights | None = None, *, lr: Tensor | None = None,
             perceptual: nn.Module | None = None, discriminator: nn.Module | None = None,
-            generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-    """The SR objective on an HR batch: ``(total, logs)`` (module docstring).
+            generator: torch.Generator | None = None, u: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The SR objective on an HR batch: ``(total, logs)`` (module docstring). ``u``: the
+    dequantisation noise (default: drawn with ``generator``).
 
     ``perceptual(sr, hr) -> loss`` (e.g. :class:`course_lib.losses.PerceptualLoss`) and
     ``discriminator(images) -> logits`` are needed only when their weights are non-zero; the
@@ -185,7 +193,7 @@ def sr_loss(model: HCFlow, hr: Tensor, weights: SRLossWeights | None = None, *, 
     x, _ = as_rgb_batch(hr, "hr", "sr_loss")
     check_divisible(x, model.scale, "sr_loss")
     lr_ref = reference_lr(x, model.scale) if lr is None else as_rgb_batch(lr, "lr", "sr_loss")[0]
-    bpd = dequantized_nll_bits_per_dim(model, x, lr_ref, generator=generator).mean()
+    bpd = dequantized_nll_bits_per_dim(model, x, lr_ref, generator=generator, u=u).mean()
     total = w.nll * bpd
     logs = {"nll_bpd": bpd.item()}
     if w.l1:
@@ -228,13 +236,14 @@ class RescalingLossWeights:
 
 
 def rescaling_loss(model: HCFlow, hr: Tensor, weights: RescalingLossWeights | None = None, *,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+                   generator: torch.Generator | None = None,
+                   z_fresh: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """HCFlow's rescaling objective on an HR batch: ``(total, {'lr', 'z', 'hr'})``.
 
     Forward: ``hr -> (LR, eps)``; ``lr`` = MSE between the clamped LR and the 8-bit bicubic LR
     (the official data loader reads it from PNG files); ``z`` = ``mean eps^2``; then the LR is 8-bit
-    quantised (straight-through) and decoded with a *fresh* ``eps' ~ N(0, T^2 I)``; ``hr`` = mean
-    absolute error to the input.
+    quantised (straight-through) and decoded with a *fresh* ``eps' ~ N(0, T^2 I)`` (``T`` times
+    ``z_fresh`` when given, else drawn with ``generator``); ``hr`` = mean absolute error to the input.
     """
     w = weights if weights is not None else RescalingLossWeights()
     x, _ = as_rgb_batch(hr, "hr", "rescaling_loss")
@@ -245,7 +254,8 @@ def rescaling_loss(model: HCFlow, hr: Tensor, weights: RescalingLossWeights | No
         l_lr = ((lr_c - reference_lr(x, model.scale)) ** 2).mean()
         l_z = (upcast(z) ** 2).mean()
         lr_q = quantize(lr_c)
-    x_rec = model.decode(lr_q, model.sample_z(lr_q, w.temperature, generator))
+    z_new = model.sample_z(lr_q, w.temperature, generator) if z_fresh is None else w.temperature * z_fresh.to(lr_q)
+    x_rec = model.decode(lr_q, z_new)
     with training.full_precision():
         l_hr = (upcast(x_rec) - x).abs().mean()
     total = w.lr * l_lr + w.z * l_z + w.hr * l_hr

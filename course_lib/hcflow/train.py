@@ -111,17 +111,18 @@ def train_config(mode: str, profile: str | None = None, **overrides) -> TrainCon
 
 def loss_function(model: HCFlow, cfg: TrainConfig | None = None, *, perceptual: torch.nn.Module | None = None,
                   discriminator: torch.nn.Module | None = None) -> Callable[[HCFlow, Tensor], tuple]:
-    """``loss_fn(model, hr) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``).
+    """``loss_fn(model, hr, **noise) -> (loss, logs)`` for the model's mode (SR variant from ``cfg``);
+    ``noise`` may give the draws of the step (``u=`` for SR, ``z_fresh=`` for rescaling).
     HCFlow++ needs the ``perceptual`` loss and the ``discriminator`` (:func:`course_lib.losses.gan_critics`)."""
     if model.mode == "rescale":
         weights = RescalingLossWeights()
-        return lambda m, hr: rescaling_loss(m, hr, weights)
+        return lambda m, hr, **noise: rescaling_loss(m, hr, weights, **noise)
     variant = cfg.variant if cfg is not None else "hcflow"
     if variant == "plusplus" and (perceptual is None or discriminator is None):
         raise ValueError("HCFlow++ needs a perceptual loss and a discriminator: loss_function(model, cfg, "
                          "perceptual=..., discriminator=...), see course_lib.losses.gan_critics")
     weights = SRLossWeights.paper(variant)
-    return lambda m, hr: sr_loss(m, hr, weights, perceptual=perceptual, discriminator=discriminator)
+    return lambda m, hr, **noise: sr_loss(m, hr, weights, perceptual=perceptual, discriminator=discriminator, **noise)
 
 
 def milestones(mode: str, steps: int) -> list[int]:
@@ -210,9 +211,16 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
 
     def step_fn(step: int) -> dict[str, float]:
         hr = training.shard_batch(batch_fn(step)).to(device, non_blocking=True)  # this process's share
+        # the step's noise sample by sample, the same for any number of processes (HCFlow++'s
+        # samples for its perceptual and GAN terms still come from each process's own stream)
+        if mode == "sr":
+            noise = {"u": training.batch_noise(hr.shape, step, seed, uniform=True, device=device)}
+        else:
+            noise = {"z_fresh": training.batch_noise(
+                (hr.shape[0], model.z_channels, hr.shape[2] // scale, hr.shape[3] // scale), step, seed, device=device)}
         optimizer.zero_grad(set_to_none=True)
         with mixed.autocast():
-            loss, logs = loss_fn(model, hr)
+            loss, logs = loss_fn(model, hr, **noise)
         if not training.all_ranks(torch.isfinite(loss)):  # skip on every process together; keep the last log
             return {**last, "skipped": 1.0} if last else {"loss": 0.0, "skipped": 1.0}
         mixed.backward(loss)

@@ -100,12 +100,14 @@ def distribution_loss(z: Tensor) -> Tensor:
 
 
 def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+             generator: torch.Generator | None = None,
+             z_fresh: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """The IRN objective on an HR batch: ``(total, {'guide', 'recon', 'distr'})``.
 
     Forward pass HR -> (y, z); ``guide`` compares y with the bicubic LR; ``distr`` is the z^2
-    surrogate; ``recon`` inverts the *quantised* y with a *freshly sampled* z (official code).
-    ``weights`` defaults to :meth:`LossWeights.paper`.
+    surrogate; ``recon`` inverts the *quantised* y with a *freshly sampled* z (official code): drawn
+    with ``generator``, or ``z_fresh`` when given (N(0, I) numbers of the latent's shape, e.g.
+    :func:`course_lib.training.batch_noise`). ``weights`` defaults to :meth:`LossWeights.paper`.
 
     Paper: Xiao et al. 2020, sec. 3 (ECCV version; the total objective, equation number not verified) · Book:
     chapter 5, section "The three losses" · Official code: pkuxmq/Invertible-Image-Rescaling,
@@ -120,7 +122,8 @@ def irn_loss(model: IRN, hr: Tensor, weights: LossWeights | None = None, *,
         l_guide = guide_loss(lr, bicubic_target(x, model.scale).detach())
         l_distr = distribution_loss(upcast(z))
         lr_q = quantize(lr)
-    x_rec = model.decode(lr_q, model.sample_z(lr_q, 1.0, generator))
+    z_new = model.sample_z(lr_q, 1.0, generator) if z_fresh is None else z_fresh.to(lr_q)
+    x_rec = model.decode(lr_q, z_new)
     with training.full_precision():
         l_recon = reconstruction_loss(x, upcast(x_rec))
         total = w.fit * l_guide + w.rec * l_recon + w.ce * l_distr

@@ -149,9 +149,12 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
 
     def step_fn(step: int) -> dict[str, float]:
         hr = training.shard_batch(batch_fn(step)).to(device, non_blocking=True)  # this process's share
+        # the reconstruction's fresh z, sample by sample: the same for any number of processes
+        z_fresh = training.batch_noise((hr.shape[0], model.z_channels, hr.shape[2] // scale, hr.shape[3] // scale),
+                                       step, seed, device=device)
         optimizer.zero_grad(set_to_none=True)
         with mixed.autocast():
-            loss, logs = irn_loss(model, hr, weights)
+            loss, logs = irn_loss(model, hr, weights, z_fresh=z_fresh)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
                                      "lower the learning rate or clip gradients")
