@@ -394,6 +394,8 @@ def report_training(model: nn.Module, history: training.History, seconds: float,
     session), the total training time and the checkpoint, with ``last_logs`` also the last logged
     values; with ``weights`` also write a weights-only copy there
     (:func:`course_lib.training.export_weights`)."""
+    if not training.is_main_process():  # under torchrun the report (and the copy) come from process 0
+        return
     n_params = sum(p.numel() for p in model.parameters())
     steps = history.steps[-1] if history.steps else 0
     logs = ""

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib import config, rescaling
+from course_lib import config, rescaling, training
 
 from .losses import dequantized_nll_bits_per_dim
 from .model import check_scale
@@ -83,8 +83,9 @@ def _train(args: argparse.Namespace):
     model = None
     if args.init and not Path(args.out).exists():
         model = load_hcflow(args.init, mode=args.mode, scale=scale).train()
-    print(f"HCFlow {args.mode} x{scale} | profile {profile} | device {device} | "
-          f"threads {torch.get_num_threads()} | {cfg}", flush=True)
+    if training.is_main_process():  # one header under torchrun
+        print(f"HCFlow {args.mode} x{scale} | profile {profile} | device {device} | "
+              f"threads {torch.get_num_threads()} | {cfg}", flush=True)
     return train(args.mode, scale, cfg, checkpoint=args.out, seed=args.seed, device=device,
                  eval_every=args.eval_every, progress=not args.no_progress, model=model, features=args.features,
                  data=args.data, workers=args.workers, amp=args.amp, max_seconds=args.max_seconds,

@@ -179,7 +179,7 @@ def train(mode: str, scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathL
                                         dead_leaves_fraction=cfg.dead_leaves_fraction, images=images,
                                         workers=workers, stop=cfg.steps, pin_memory=device.type == "cuda",
                                         download=download, progress=progress)
-    if data is not None and str(data) != "photos":
+    if data is not None and str(data) != "photos" and training.is_main_process():
         print(f"HCFlow {mode} x{scale}: training on {source}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(mode, cfg.steps), gamma=0.5)

@@ -28,7 +28,7 @@ from dataclasses import asdict
 
 import torch
 
-from course_lib import config, rescaling
+from course_lib import config, rescaling, training
 
 from .model import check_scale
 from .train import load_irn, train, train_config, train_plus
@@ -61,13 +61,15 @@ def _train(args: argparse.Namespace):
     cfg = train_config(args.profile, scale=scale, steps=args.steps, blocks=args.blocks, growth=args.growth,
                        patch=args.patch, batch=args.batch, lr=args.lr)
     device = torch.device(args.device) if args.device else config.get_device()
-    print(f"IRN x{scale} | profile {args.profile or config.get_profile()} | device {device} | "
-          f"threads {torch.get_num_threads()} | {cfg}", flush=True)
+    if training.is_main_process():  # one header under torchrun
+        print(f"IRN x{scale} | profile {args.profile or config.get_profile()} | device {device} | "
+              f"threads {torch.get_num_threads()} | {cfg}", flush=True)
     init = None
     if args.init:
         init = load_irn(args.init, scale=scale)
         cfg = train_config(args.profile, **{**asdict(cfg), "blocks": init.blocks[0], "growth": init.growth})
-        print(f"initialised from {args.init} ({init.extra_repr()})", flush=True)
+        if training.is_main_process():
+            print(f"initialised from {args.init} ({init.extra_repr()})", flush=True)
     if args.variant == "plus":
         if init is None:
             raise SystemExit("IRN+ fine-tunes a trained IRN: pass --init <IRN checkpoint> "

@@ -139,7 +139,7 @@ def train(scale: int, cfg: TrainConfig, *, checkpoint: str | os.PathLike | None 
                                         dead_leaves_fraction=cfg.dead_leaves_fraction, images=images,
                                         workers=workers, stop=cfg.steps, pin_memory=device.type == "cuda",
                                         download=download, progress=progress)
-    if data is not None and str(data) != "photos":
+    if data is not None and str(data) != "photos" and training.is_main_process():
         print(f"IRN x{scale}: training on {source}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  weight_decay=cfg.weight_decay)
