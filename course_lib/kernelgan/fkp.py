@@ -11,18 +11,21 @@ flow turns any ``z`` into a plausible kernel; ``z = 0``, the mode of the base de
 round mid-sized one.
 
 KernelGAN-FKP. KernelGAN's deep linear generator is replaced by ``G_z = blur with f^{-1}(z), keep
-every second pixel``; only ``z`` (121 numbers) is optimised, against the same patch discriminator
-and GAN loss as :class:`~course_lib.kernelgan.gan.KernelGAN`. The regularizers and the bicubic
-prior are dropped: every ``z`` decodes to a kernel that is non-negative, sums to one and lies on the
-learned kernel manifold, so there is nothing left for them to enforce.
+every second pixel``; only ``z`` (121 numbers) is optimised. As in the official code, ``z`` starts
+as a seeded N(0, I) draw and stays on the sphere ``|z| = 10`` (its spherical optimiser), and the
+critic is a WGAN-GP one (:class:`WGANCritic`, three critic and three ``z`` updates per iteration).
+The regularizers and the bicubic prior are dropped: every ``z`` decodes to a kernel that is
+non-negative, sums to one and lies on the learned kernel manifold, so there is nothing left for
+them to enforce.
 
 Our differences from the official code (``JingyunLiang/FKP``), named: affine couplings that split
 the kernel's pixels by a fixed random permutation (official: alternating binary masks), ActNorm
-(official: a flow batch norm), plain Adam on ``z`` (official: a spherical optimiser that keeps
-``|z|`` fixed), ``z`` starting at the mode ``0`` (official: a seeded random draw), KernelGAN's own
-discriminator and L1 GAN loss (official: a WGAN-GP discriminator with 3 steps of D and of G per
-iteration), equal noise on D's real and fake crops, and 600 iterations. The decoded kernel is clamped at
-zero and normalised to sum one before it is used.
+(official: a flow batch norm), 8 crops per iteration (official: 64), the gradient penalty's norm
+over each sample's pixels with one mixing weight per sample (official: over channels, one weight
+per batch), ``z`` updated on fresh fakes in each of its three steps (official: on the last critic
+step's fakes), 600 iterations (official: 1000), and KernelGAN's crop sampling. The decoded kernel is
+clamped at zero and normalised to sum one before it is used. The former choices (KernelGAN's
+discriminator, ``z`` free from the mode) stay available and are compared in chapter 7.
 
 Command line (the shipped ``course_lib/checkpoints/fkp_x2.pt`` was made with it)::
 
