@@ -352,7 +352,7 @@ def ch1() -> list[Cell]:
             fit(build_framework(name, scale_factor, **opts), lambda m, pr: losses.l1_loss(m(pr[0]), pr[1]),
                 pairs(p, b), k, device="cpu", **QUIET)
         cells.append(Cell("ch1", "c2ad435e", f"framework: {name}", sizes["steps"], measure(run, 1, 2),
-                          factor, data_s=data_s))
+                          factor, data_s=data_s, prefetched=True))  # the chapter's batches(): 2 workers on CUDA
 
     def tiny(k):  # the largest of the four x2 upsamplers (one LR convolution, then a learned x2 layer)
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
@@ -360,7 +360,8 @@ def ch1() -> list[Cell]:
         fit(model, lambda m, pr: losses.l2_loss(m(pr[0]), pr[1]), pairs(p, b, 2), k, device="cpu", **QUIET)
 
     cells.append(Cell("ch1", "313f5f7a", "4 tiny x2 upsamplers", v["313f5f7a"]["tiny_steps"], measure(tiny, 1, 2),
-                      factor, runs=4, data_s=time_batches(lambda: pairs(sizes["patch"], sizes["batch"], 2))))
+                      factor, runs=4, data_s=time_batches(lambda: pairs(sizes["patch"], sizes["batch"], 2)),
+                      prefetched=True))
     extractor = load_feature_extractor()
     perceptual = losses.PerceptualLoss(extractor, extractor.content_layers)
 
@@ -370,7 +371,7 @@ def ch1() -> list[Cell]:
             device="cpu", **QUIET)
 
     cells.append(Cell("ch1", "9b1b24af", "6 loss fine-tunings (with a feature loss)", v["9b1b24af"]["ft_steps"],
-                      measure(finetune, 1, 2), factor, runs=6, data_s=data_s))
+                      measure(finetune, 1, 2), factor, runs=6, data_s=data_s, prefetched=True))
     return cells
 
 

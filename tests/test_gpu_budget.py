@@ -25,9 +25,7 @@ gb = load_budget()
 
 # Chapters whose gpu sizes belong to other chapters' owners and were over (or at) the limit when
 # this test was written; the script prints the figures (see the report in benchmarks/RESULTS.md).
-KNOWN_OVER = {
-    "ch1": "ch1's gpu steps: about 17-21 min estimated, at the limit (4 x 5000 + 4 x 2000 + 6 x 2000 steps)",
-}
+KNOWN_OVER: dict[str, str] = {}  # chapters whose estimate is over the budget, with the reason (none now)
 
 
 def test_notebook_values_follow_the_choose_calls(tmp_path):
