@@ -28,25 +28,9 @@ def _arrow(ax, start, end, text=None, style="-|>", colour="#333333", offset=(0.0
                 va="bottom", fontsize=7, color=colour)
 
 
-def _discriminator(ax, config: KernelGANConfig, x0: float, y: float, d_in: int) -> float:
-    """D's layers from ``x0`` rightwards at height ``y``; returns the x of D's output."""
-    k, c = config.d_kernel_size, config.d_channels
-    d_out = d_in - (k - 1)
-    layers = [f"{k}x{k} conv\n{c} ch, SN"] + ["1x1 conv\nSN, BN, ReLU"] * (config.d_layers - 2) + ["1x1 conv\nSN, sigmoid"]
-    step = 0.95
-    for i, text in enumerate(layers):
-        _box(ax, x0 + i * step, y, 0.82, 0.5, text, _D_COLOUR, fontsize=6)
-        if i:
-            _arrow(ax, (x0 + (i - 1) * step + 0.41, y), (x0 + i * step - 0.41, y))
-    out_x = x0 + len(layers) * step + 0.35
-    _arrow(ax, (x0 + (len(layers) - 1) * step + 0.41, y), (out_x - 0.3, y))
-    _box(ax, out_x + 0.25, y, 1.0, 0.5, f"{d_out}x{d_out} map\nP(real patch)", _DATA_COLOUR, fontsize=6)
-    return out_x + 0.25
-
-
-def _wgan_critic(ax, x0: float, y: float, d_in: int, layers: int = 5, channels: int = 32) -> float:
-    """The WGAN-GP critic's layers (``fkp.WGANCritic``) from ``x0`` at height ``y``; returns the x of its output."""
-    texts = [f"3x3 conv\n{channels} ch, BN,\nLeakyReLU"] * (layers - 1) + ["3x3 conv\n1 ch"]
+def _layer_chain(ax, x0: float, y: float, texts: list[str], output: str) -> float:
+    """Boxes for ``texts`` from ``x0`` rightwards at height ``y``, joined by arrows, then the
+    ``output`` box; returns the x of the output box."""
     step = 0.95
     for i, text in enumerate(texts):
         _box(ax, x0 + i * step, y, 0.82, 0.5, text, _D_COLOUR, fontsize=6)
@@ -54,9 +38,23 @@ def _wgan_critic(ax, x0: float, y: float, d_in: int, layers: int = 5, channels: 
             _arrow(ax, (x0 + (i - 1) * step + 0.41, y), (x0 + i * step - 0.41, y))
     out_x = x0 + len(texts) * step + 0.35
     _arrow(ax, (x0 + (len(texts) - 1) * step + 0.41, y), (out_x - 0.3, y))
-    d_out = d_in - 2 * layers
-    _box(ax, out_x + 0.25, y, 1.0, 0.5, f"{d_out}x{d_out} map\ncritic score", _DATA_COLOUR, fontsize=6)
+    _box(ax, out_x + 0.25, y, 1.0, 0.5, output, _DATA_COLOUR, fontsize=6)
     return out_x + 0.25
+
+
+def _discriminator(ax, config: KernelGANConfig, x0: float, y: float, d_in: int) -> float:
+    """KernelGAN's D from ``x0`` rightwards at height ``y``; returns the x of D's output."""
+    k, c = config.d_kernel_size, config.d_channels
+    d_out = d_in - (k - 1)
+    texts = [f"{k}x{k} conv\n{c} ch, SN"] + ["1x1 conv\nSN, BN, ReLU"] * (config.d_layers - 2) + ["1x1 conv\nSN, sigmoid"]
+    return _layer_chain(ax, x0, y, texts, f"{d_out}x{d_out} map\nP(real patch)")
+
+
+def _wgan_critic(ax, x0: float, y: float, d_in: int, layers: int = 5, channels: int = 32) -> float:
+    """The WGAN-GP critic (``fkp.WGANCritic``) from ``x0`` at height ``y``; returns the x of its output."""
+    texts = [f"3x3 conv\n{channels} ch, BN,\nLeakyReLU"] * (layers - 1) + ["3x3 conv\n1 ch"]
+    d_out = d_in - 2 * layers
+    return _layer_chain(ax, x0, y, texts, f"{d_out}x{d_out} map\ncritic score")
 
 
 def draw_kernelgan_fkp(config: KernelGANConfig | None = None, kernel_size: int = 11, ax=None, *,
