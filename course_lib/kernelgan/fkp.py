@@ -13,7 +13,8 @@ round mid-sized one.
 KernelGAN-FKP. KernelGAN's deep linear generator is replaced by ``G_z = blur with f^{-1}(z), keep
 every second pixel``; only ``z`` (121 numbers) is optimised. As in the official code, ``z`` starts
 as a seeded N(0, I) draw and stays on the sphere ``|z| = 10`` (its spherical optimiser), and the
-critic is a WGAN-GP one (:class:`WGANCritic`, three critic and three ``z`` updates per iteration).
+critic is a WGAN-GP one (:class:`~course_lib.kernelgan.fkp.WGANCritic`, three critic and three ``z``
+updates per iteration).
 The regularizers and the bicubic prior are dropped: every ``z`` decodes to a kernel that is
 non-negative, sums to one and lies on the learned kernel manifold, so there is nothing left for
 them to enforce.
@@ -60,6 +61,8 @@ __all__ = [
     "load_kernel_flow",
     "FKPGenerator",
     "KernelGANFKP",
+    "WGANCritic",
+    "gradient_penalty",
     "estimate_kernel_fkp",
     "FKP_CHECKPOINT",
     "FKP_CONFIG",
@@ -319,8 +322,9 @@ class KernelGANFKP(KernelGAN):
     The defaults follow the official KernelGAN-FKP: ``z`` starts as a seeded N(0, I) draw and stays
     on the sphere ``|z| = latent_radius`` (10, the official ``kernel_size - 1``; its spherical
     optimiser), Adam on ``z`` at ``lr_latent``, and a WGAN-GP critic (``critic="wgan-gp"``:
-    :class:`WGANCritic`, ``critic_steps`` updates of the critic and then of ``z`` per iteration, no
-    instance noise) on ``crops_per_step`` crops per iteration (official: 64; 8 here, for the CPU).
+    :class:`~course_lib.kernelgan.fkp.WGANCritic`, ``critic_steps`` updates of the critic and then
+    of ``z`` per iteration, no instance noise) on ``crops_per_step`` crops per iteration (official:
+    64; 8 here, for the CPU).
     ``critic="kernelgan"`` keeps KernelGAN's discriminator, L1 GAN loss and its noise, equal on real
     and fake crops; ``latent_radius=None`` starts ``z`` at the mode 0 and leaves its norm free; an
     optional Gaussian prior ``lambda_latent * mean(z^2)`` on ``z`` is off by default, as in FKP.
