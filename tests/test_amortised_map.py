@@ -407,7 +407,8 @@ def test_image_task_evaluation_columns():
     assert y.shape == (2, 3, 4, 4) and x.shape == (2, 3, 16, 16)
     torch.manual_seed(0)
     model = sr_network(task, projected=True)
-    nn.init.normal_(model.net.body[-2].weight, std=0.05)
+    last_conv = [m for m in model.net.body if isinstance(m, nn.Conv2d)][-1]  # zero at init
+    nn.init.normal_(last_conv.weight, std=0.05)
     outputs = {"projected": super_resolve(model, task.eval_lr), "HR": task.eval_hr,
                "unprojected": super_resolve(model.net, task.eval_lr)}
     rows = evaluate_images(task, outputs)
@@ -428,3 +429,24 @@ def test_two_tone_dead_leaves_task_is_grayscale_with_two_levels():
     assert hr.min() >= 0.15 - 1e-6 and hr.max() <= 0.85 + 1e-6
     with pytest.raises(ValueError, match="two grey levels"):
         image_demo.dead_leaves_task(tones=(0.5,))
+
+
+@pytest.mark.parametrize("hr_layers", [0, 1, 2])
+def test_srnet_starts_as_bicubic_and_its_hr_head_is_trained(hr_layers):
+    """Untrained, SRNet returns the bicubic interpolation (its last convolution is zero) for every
+    head; with ``hr_layers`` > 0 the HR convolutions exist, take gradients and change the output."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    net = SRNet(4, 1, 8, 2, hr_features=4, hr_layers=hr_layers)
+    y = torch.rand(2, 1, 6, 6)
+    bicubic = F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.allclose(net(y), bicubic)
+    hr_convs = [m for m in net.body[next(i for i, m in enumerate(net.body) if isinstance(m, nn.PixelShuffle)):]
+                if isinstance(m, nn.Conv2d)]
+    assert len(hr_convs) == hr_layers
+    loss = (net(y) - torch.rand(2, 1, 24, 24)).pow(2).mean()
+    loss.backward()
+    torch.optim.SGD(net.parameters(), lr=0.5).step()
+    assert not torch.allclose(net(y), bicubic)
+    with pytest.raises(ValueError, match="hr_layers"):
+        SRNet(4, 1, hr_layers=-1)

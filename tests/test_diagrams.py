@@ -143,3 +143,23 @@ def test_hcflow_hierarchy_follows_the_model():
     assert "a}_3" in three and "H/8" in three
     with pytest.raises(TypeError, match="needs an HCFlow"):
         diagrams.hcflow_hierarchy(irn.IRN(4, blocks=[1, 1], growth=4))
+
+
+def test_image_sr_network_follows_the_model():
+    from course_lib.amortised_map.baselines import SRNet
+    from course_lib.amortised_map.projection import ProjectedNetwork, blur_operator
+    from course_lib.degradation import gaussian_kernel
+
+    texts = _texts(diagrams.image_sr_network(SRNet(4, 1, 8, 3, hr_features=6, hr_layers=3)))
+    assert "3 × 3×3 conv\n8 ch, ReLU\n(at LR)" in texts  # layers=3 convolutions at LR
+    assert "3 × 3×3 conv\n(at HR)\n6 → 1 ch" in texts
+    assert "projection" not in texts
+    plain = _texts(diagrams.image_sr_network(SRNet(2, 3, 8, 2)))
+    assert "(at HR)" not in plain
+    assert "sub-pixel\nshuffle ×2\n3 ch" in plain
+    projected = ProjectedNetwork(SRNet(4, 1, 8, 2, hr_layers=2), blur_operator(gaussian_kernel(8, 1.0), 4))
+    fig = diagrams.image_sr_network(projected)
+    assert "affine\nprojection" in _texts(fig)
+    assert _render(fig) > 1000
+    with pytest.raises(TypeError, match="needs an SRNet"):
+        diagrams.image_sr_network(object())

@@ -8,8 +8,9 @@ blurry (Sønderby et al. 2017, sec. 1). The posterior mean is consistent by itse
 guarantees consistency before convergence ("Aff-MSE").
 
 * :func:`mse_loss`, :func:`mae_loss`: ``loss_fn(model, (y, x))`` for :func:`course_lib.training.fit`.
-* :class:`SRNet`: a small ESPCN-style network (convolutions at LR, sub-pixel shuffle, skip
-  connection from an interpolated input) used as ``g`` by every method of the image experiments.
+* :class:`SRNet`: a small ESPCN-style network (convolutions at LR, sub-pixel shuffle, optional
+  convolutions at HR, skip connection from an interpolated input) used as ``g`` by every method
+  of the image experiments.
 * :func:`mlp`: the small fully connected network of the 2D toy problem.
 """
 
@@ -51,26 +52,46 @@ def mae_loss(model: nn.Module, batch) -> Tensor:
 
 class SRNet(nn.Module):
     """``g(y)``: 3x3 convolutions at LR resolution, a sub-pixel shuffle to HR (Shi et al. 2016),
-    plus a bicubic-interpolated copy of ``y`` so that the layers only learn the residual.
+    optionally ``hr_layers`` 3x3 convolutions at HR resolution, plus a bicubic-interpolated copy of
+    ``y`` so that the layers only learn the residual.
 
-    Convolutions pad circularly, matching the periodic boundaries of the degradation operator.
+    With ``hr_layers = 0`` the shuffle produces the residual image directly (plain ESPCN): every HR
+    pixel is then a *linear* function of the last LR features, which makes a sharp edge at an
+    arbitrary sub-pixel position hard to draw. With ``hr_layers >= 1`` the shuffle produces
+    ``hr_features`` feature maps at HR and the HR convolutions (ReLU between them) draw the edge.
+    Convolutions pad circularly, matching the periodic boundaries of the degradation operator. The
+    last convolution starts at zero, so an untrained network returns the bicubic interpolation.
     """
 
-    def __init__(self, scale: int, channels: int = 3, features: int = 32, layers: int = 4):
+    def __init__(self, scale: int, channels: int = 3, features: int = 32, layers: int = 4, *,
+                 hr_features: int = 16, hr_layers: int = 0):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"scale must be a positive int, got {scale!r}")
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers must be a positive int, got {layers!r}")
+        if not isinstance(hr_layers, int) or hr_layers < 0:
+            raise ValueError(f"hr_layers must be an int >= 0, got {hr_layers!r}")
         self.scale, self.channels = scale, channels
-        convs: list[nn.Module] = [nn.Conv2d(channels, features, 3, padding=1, padding_mode="circular"), nn.ReLU()]
+
+        def conv(c_in: int, c_out: int) -> nn.Conv2d:
+            return nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="circular")
+
+        mods: list[nn.Module] = [conv(channels, features), nn.ReLU()]
         for _ in range(layers - 1):
-            convs += [nn.Conv2d(features, features, 3, padding=1, padding_mode="circular"), nn.ReLU()]
-        convs += [nn.Conv2d(features, channels * scale**2, 3, padding=1, padding_mode="circular"),
-                  nn.PixelShuffle(scale)]
-        self.body = nn.Sequential(*convs)
-        nn.init.zeros_(convs[-2].weight)
-        nn.init.zeros_(convs[-2].bias)
+            mods += [conv(features, features), nn.ReLU()]
+        if hr_layers == 0:
+            mods += [conv(features, channels * scale**2), nn.PixelShuffle(scale)]
+            last = mods[-2]
+        else:
+            mods += [conv(features, hr_features * scale**2), nn.PixelShuffle(scale), nn.ReLU()]
+            for _ in range(hr_layers - 1):
+                mods += [conv(hr_features, hr_features), nn.ReLU()]
+            mods.append(conv(hr_features, channels))
+            last = mods[-1]
+        self.body = nn.Sequential(*mods)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, y: Tensor) -> Tensor:
         if y.ndim != 4 or y.shape[1] != self.channels:

@@ -151,10 +151,12 @@ def photo_task(*, scale: int = 4, kernel_size: int = 16, blur_sigma: float = 1.6
 
 
 # --------------------------------------------------------------------------- training
-def sr_network(task: ImageTask, *, projected: bool, features: int = 32, layers: int = 4) -> nn.Module:
-    """:class:`~course_lib.amortised_map.baselines.SRNet` for the task, wrapped in the exact affine
-    projection when ``projected``."""
-    net = SRNet(task.scale, task.channels, features, layers)
+def sr_network(task: ImageTask, *, projected: bool, features: int = 32, layers: int = 4, hr_features: int = 16,
+               hr_layers: int = 2) -> nn.Module:
+    """:class:`~course_lib.amortised_map.baselines.SRNet` for the task (by default with two
+    convolutions at HR, which draw sharp edges far more readily than a plain sub-pixel shuffle),
+    wrapped in the exact affine projection when ``projected``."""
+    net = SRNet(task.scale, task.channels, features, layers, hr_features=hr_features, hr_layers=hr_layers)
     return ProjectedNetwork(net, task.operator) if projected else net
 
 

@@ -7,8 +7,8 @@ operator's scale), so they stay true to the code, and ``tests/test_diagrams.py``
 Primitives: :func:`new_diagram`, :func:`box`, :func:`arrow`, :func:`label` and the palette
 ``COLOURS`` (one colour per kind of thing: data, learned network, fixed operator, loss or
 density, latent). Figures: :func:`degradation_pipeline` and :func:`sr_frameworks` (chapter 1),
-:func:`range_null_space` (chapter 2), :func:`projection_layer` (chapter 3), :func:`coupling_layer`
-and :func:`multiscale_glow` (chapter 4), :func:`irn_architecture` (chapter 5),
+:func:`range_null_space` (chapter 2), :func:`projection_layer` and :func:`image_sr_network` (chapter 3),
+:func:`coupling_layer` and :func:`multiscale_glow` (chapter 4), :func:`irn_architecture` (chapter 5),
 :func:`hcflow_hierarchy` (chapter 6), :func:`kernelgan_architecture` (chapter 7) and :func:`story_map`.
 """
 
@@ -31,6 +31,7 @@ __all__ = [
     "label",
     "degradation_pipeline",
     "projection_layer",
+    "image_sr_network",
     "irn_architecture",
     "hcflow_hierarchy",
     "story_map",
@@ -154,6 +155,60 @@ def projection_layer(scale: int = 4) -> plt.Figure:
     arrow(ax, _bottom(y_box), _bottom(minus), dashed=True, rad=0.3)
     label(ax, 5.75, 0.25, "$\\mathbf{I} - \\mathbf{A}^{+}\\mathbf{A}$ projects onto the null space: "
           "the network only chooses what $\\mathbf{A}$ cannot see", fontsize=9)
+    return fig
+
+
+def image_sr_network(model: nn.Module) -> plt.Figure:
+    """Chapter 3: the network ``g`` of the image experiment (an
+    :class:`~course_lib.amortised_map.baselines.SRNet`, bare or inside a ``ProjectedNetwork``), its
+    layers read from the model: convolutions at LR, the sub-pixel shuffle, convolutions at HR, the
+    bicubic skip and, when the model is projected, the affine projection."""
+    from torch import nn
+
+    from ..amortised_map.baselines import SRNet
+
+    net = getattr(model, "net", model)
+    if not isinstance(net, SRNet):
+        raise TypeError(f"image_sr_network needs an SRNet (or a ProjectedNetwork of one), got {type(model).__name__}")
+    layers = list(net.body)
+    shuffle = next(i for i, m in enumerate(layers) if isinstance(m, nn.PixelShuffle))
+    lr_convs = [m for m in layers[:shuffle] if isinstance(m, nn.Conv2d)]
+    hr_convs = [m for m in layers[shuffle:] if isinstance(m, nn.Conv2d)]
+    s = net.scale
+    blocks = [(f"{len(lr_convs) - 1} × 3×3 conv\n{lr_convs[0].out_channels} ch, ReLU\n(at LR)", "network", 0.0),
+              (f"3×3 conv\n{lr_convs[-1].out_channels} ch", "network", 0.0),
+              (f"sub-pixel\nshuffle ×{s}\n{lr_convs[-1].out_channels // s**2} ch", "plain", 1.0)]
+    if hr_convs:
+        blocks.append((f"{len(hr_convs)} × 3×3 conv\n(at HR)\n{hr_convs[0].in_channels} → "
+                       f"{hr_convs[-1].out_channels} ch", "network", 1.0))
+    projected = model is not net
+    width = 2.2 * (len(blocks) + 3 + projected) + 0.6
+    fig, ax = new_diagram(width, 3.6, scale=0.75)
+    y = 2.3
+    previous = box(ax, 1.2, y, "LR $\\mathbf{y}$", kind="data", width=1.1, height=0.6)
+    start = previous
+    for i, (text, kind, level) in enumerate(blocks, start=1):
+        extent = box(ax, 1.2 + 2.2 * i, y, text, kind=kind, width=1.8, height=0.75 + 0.45 * level, fontsize=8)
+        arrow(ax, _right(previous), _left(extent))
+        previous = extent
+    plus = box(ax, 1.2 + 2.2 * (len(blocks) + 1), y, "+", kind="plain", width=0.6, height=0.6, fontsize=12)
+    arrow(ax, _right(previous), _left(plus))
+    bicubic = box(ax, 1.2 + 2.2 * (len(blocks) + 1) / 2, 0.75, f"bicubic ×{s} (fixed)", kind="operator",
+                  width=2.2, height=0.5, fontsize=8)
+    arrow(ax, _bottom(start), _left(bicubic), rad=0.2)
+    arrow(ax, _right(bicubic), _bottom(plus), rad=0.2)
+    previous, x = plus, 1.2 + 2.2 * (len(blocks) + 1)
+    if projected:
+        x += 2.2
+        proj = box(ax, x, y, "affine\nprojection\n$\\mathbf{A} f = \\mathbf{y}$", kind="operator", width=1.7,
+                   height=0.95, fontsize=8)
+        arrow(ax, _right(previous), _left(proj), "$g$")
+        previous = proj
+    out_text = "SR $f(\\mathbf{y})$" if projected else "SR $g(\\mathbf{y})$"
+    out = box(ax, x + 2.0, y, out_text, kind="data", width=1.1, height=1.2)
+    arrow(ax, _right(previous), _left(out))
+    label(ax, width / 2, 3.35, "block height: the resolution it works at (LR or HR); orange: learned, green: fixed",
+          fontsize=8.5, style="italic")
     return fig
 
 
