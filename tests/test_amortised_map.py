@@ -450,3 +450,22 @@ def test_srnet_starts_as_bicubic_and_its_hr_head_is_trained(hr_layers):
     assert not torch.allclose(net(y), bicubic)
     with pytest.raises(ValueError, match="hr_layers"):
         SRNet(4, 1, hr_layers=-1)
+
+
+def test_train_regression_continues_a_copy_of_init():
+    from course_lib.amortised_map.image_demo import dead_leaves_task, train_regression
+    from course_lib.amortised_map.projection import ProjectedNetwork
+
+    task = dead_leaves_task(patch_size=16, batch_size=2, n_images=1, image_size=32, n_eval=1, eval_size=16,
+                            tones=(0.15, 0.85))
+    start, _ = train_regression(task, 3, projected=True, progress=False)
+    before = [p.detach().clone() for p in start.parameters()]
+    longer, history = train_regression(task, 2, projected=True, init=start, progress=False)
+    assert isinstance(longer, ProjectedNetwork) and longer is not start
+    assert all(torch.equal(p, q) for p, q in zip(start.parameters(), before))  # init is left as it was
+    assert any(not torch.equal(p, q) for p, q in zip(longer.parameters(), before))  # the copy trained
+    with torch.no_grad():
+        first = float(torch.nn.functional.mse_loss(start(task.pairs(0)[0]), task.pairs(0)[1]))
+    assert history.logs["loss"][0] == pytest.approx(first, rel=1e-5)  # step 0 starts from init's weights
+    with pytest.raises(ValueError, match="projected"):
+        train_regression(task, 1, projected=False, init=start, progress=False)

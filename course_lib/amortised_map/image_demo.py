@@ -165,14 +165,22 @@ def _device(model: nn.Module, device) -> torch.device:
 
 
 def train_regression(task: ImageTask, steps: int, *, loss: str = "mse", projected: bool = False,
-                     lr: float = 1e-3, device=None, seed: int = 0, progress: bool = True, **net_kwargs):
+                     init: nn.Module | None = None, lr: float = 1e-3, device=None, seed: int = 0,
+                     progress: bool = True, **net_kwargs):
     """MSE or MAE regression on pairs ``(A x, x)``; ``projected=True`` with MSE is Aff-MSE.
-    Returns ``(model, history)``."""
+    With ``init`` a copy of that model trains on (a fresh optimiser, as the MAP methods' warm
+    start gets), e.g. to give Aff-MSE as many steps as a MAP method. Returns ``(model, history)``."""
     losses = {"mse": mse_loss, "mae": mae_loss}
     if loss not in losses:
         raise ValueError(f"loss must be 'mse' or 'mae', got {loss!r}")
     torch.manual_seed(seed)
-    model = sr_network(task, projected=projected, **net_kwargs)
+    if init is None:
+        model = sr_network(task, projected=projected, **net_kwargs)
+    elif isinstance(init, ProjectedNetwork) != projected:
+        raise ValueError(f"init is {'' if isinstance(init, ProjectedNetwork) else 'not '}projected, "
+                         f"but projected={projected}")
+    else:
+        model = copy.deepcopy(init)
     name = ("Aff-" if projected else "") + loss.upper()
     history = fit(model, losses[loss], task.pairs, steps, lr=lr, device=device, seed=seed,
                   progress=progress, desc=name, tag=f"image-{name}")
